@@ -1,0 +1,80 @@
+"""The sandboxed Jinja environment mappings render in (DESIGN.md §3.10).
+
+Templates see the HL7 message as ``msg``; ``msg["PID-5.1"]`` goes through
+:meth:`HL7Message.__getitem__`, which the sandbox allows, while dunder and
+private attributes (``''.__class__``, ``msg._segments``) raise ``SecurityError``.
+Unknown variables raise (``StrictUndefined``) instead of rendering as ``""``.
+Templates are compiled when the configuration is validated, so syntax errors
+surface as :class:`TemplateCompileError` with the line number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from mappings.filters import FILTERS, GLOBALS
+
+STOCK_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class TemplateCompileError(ValueError):
+    """A mapping template failed to compile (syntax error, unknown filter, missing file)."""
+
+    def __init__(self, message: str, *, lineno: int | None = None, filename: str | None = None) -> None:
+        self.message = message
+        self.lineno = lineno
+        self.filename = filename
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.filename or "<template>"
+        if self.lineno is not None:
+            where += f":{self.lineno}"
+        return f"{where}: {self.message}"
+
+
+def make_environment(search_paths: list[str] | None = None) -> SandboxedEnvironment:
+    """A sandboxed, strict Jinja environment loading from *search_paths*, then the stock templates."""
+    paths = [*(search_paths or []), str(STOCK_TEMPLATES)]
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(paths),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.globals.update(GLOBALS)
+    return env
+
+
+def _compile_error(exc: jinja2.TemplateSyntaxError, fallback: str) -> TemplateCompileError:
+    """Turn a Jinja syntax error into a :class:`TemplateCompileError` keeping its place."""
+    return TemplateCompileError(
+        exc.message or str(exc), lineno=exc.lineno, filename=exc.filename or exc.name or fallback
+    )
+
+
+def compile_template(env: jinja2.Environment, source: str, *, name: str = "<inline>") -> jinja2.Template:
+    """Compile template *source*; errors raise :class:`TemplateCompileError` naming *name* and the line."""
+    try:
+        code = env.compile(source, name=name, filename=name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _compile_error(exc, name) from exc
+    return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def load_template(env: jinja2.Environment, filename: str) -> jinja2.Template:
+    """Load and compile *filename* (relative to the search paths); errors raise :class:`TemplateCompileError`."""
+    try:
+        return env.get_template(filename)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _compile_error(exc, filename) from exc
+    except jinja2.TemplateNotFound as exc:
+        searched = getattr(env.loader, "searchpath", [])
+        message = f"template not found (searched {', '.join(searched) or 'nothing'})"
+        raise TemplateCompileError(message, filename=filename) from exc
