@@ -325,7 +325,9 @@ def compile_filters(exprs: str | list[str] | None) -> Filter | None:
         try:
             filters.append(compile_filter(expr))
         except FilterSyntaxError as exc:
-            raise FilterSyntaxError(f"filter #{i}: {exc.reason}", exc.column, exc.expression) from None
+            err = FilterSyntaxError(f"filter #{i}: {exc.reason}", exc.column, exc.expression)
+            err.index = i - 1  # position in the YAML list
+            raise err from None
     if not filters:
         return None
     if len(filters) == 1:

@@ -211,6 +211,25 @@ def load_plugin(
     return _build(obj, dict(options or {}), spec)
 
 
+def _build_jinja(config: Any, ctx: Any) -> JinjaTransformer:
+    """Render a sandboxed Jinja template (inline ``template`` or ``template_file``)."""
+    from mappings.environment import compile_template, load_template
+
+    if config.template_file:
+        template = load_template(ctx.jinja_env, config.template_file)
+    else:
+        template = compile_template(ctx.jinja_env, config.template, name=f"{ctx.channel}:template")
+    return JinjaTransformer(template, output=config.output)
+
+
+def _build_plugin(config: Any, ctx: Any) -> Transformer:
+    """A mapping plugin loaded by entry point name or dotted path."""
+    return load_plugin(config.plugin, config.options)
+
+
 def register(registry: Any) -> None:
     """Register the Jinja and plugin transformer types."""
-    pass  # wired by the engine registry
+    from engine.config.models import TransformerConfig
+
+    registry.add("transformer", "jinja", TransformerConfig, _build_jinja)
+    registry.add("transformer", "plugin", TransformerConfig, _build_plugin)

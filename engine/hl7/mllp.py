@@ -39,6 +39,7 @@ class MLLPDecoder:
         self.junk_bytes = 0
         self.junk_events = 0
         self.overflow = False
+        self.overflow_head = b""
         self._buf = bytearray()  # content of the open frame (after its SB); empty between frames
         self._in_frame = False
         self._scan = 0  # offset in _buf up to which no EB/SB was found
@@ -117,6 +118,7 @@ class MLLPDecoder:
 
     def _overflowed(self, out: list[bytes]) -> list[bytes]:
         self.overflow = True
+        self.overflow_head = bytes(self._buf[:4096])  # kept so the oversize message can be recorded
         self._in_frame = False
         self._buf = bytearray()
         self._scan = 0

@@ -1,0 +1,169 @@
+"""``mllp_sender`` destination: one persistent connection, one message in flight, ACK checked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field
+from twisted.internet import defer, endpoints
+from twisted.internet.protocol import Factory
+
+from channels.mllp.protocol import MLLPProtocol
+from channels.mllp.tls import TLSClientConfig, client_context
+from engine.components import BuildContext, DeliveryError, DeliveryInfo
+from engine.config.models import ComponentConfig, Duration
+from engine.hl7.ack import parse_ack
+from engine.hl7.charset import CharsetError, codec_for
+from engine.hl7.message import HL7Error, HL7Message
+
+log = logging.getLogger("radbridge.mllp")
+ACCEPTED = ("AA", "CA")
+
+
+class MLLPSenderConfig(ComponentConfig):
+    """Send HL7 over MLLP and wait for the ACK."""
+
+    type: Literal["mllp_sender"] = "mllp_sender"
+    host: str = Field(description="downstream host")
+    port: int = Field(ge=1, le=65535, description="downstream port")
+    connect_timeout: Duration = Field(10.0, description="give up connecting after this long")
+    response_timeout: Duration = Field(30.0, description="wait this long for the ACK, then retry")
+    check_control_id: bool = Field(True, description="require MSA-2 to equal the sent MSH-10")
+    charset: str = Field("utf-8", description="codec when the outbound MSH-18 is empty")
+    max_response_bytes: int = Field(1_048_576, ge=64, description="largest ACK accepted")
+    tls: TLSClientConfig | None = Field(None, description="connect with TLS")
+
+
+class _SenderProtocol(MLLPProtocol):
+    """Client side: at most one request outstanding."""
+
+    waiting: defer.Deferred | None = None
+
+    def connectionMade(self) -> None:
+        """Disable Nagle: one small frame each way per message."""
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        super().connectionMade()
+
+    def frameReceived(self, payload: bytes) -> None:
+        """Hand the response to the waiting request."""
+        d, self.waiting = self.waiting, None
+        if d is not None:
+            d.callback(payload)
+
+    def frameTooLong(self) -> None:
+        """An oversize response fails the request."""
+        self._fail("response exceeds max_response_bytes")
+        super().frameTooLong()
+
+    def connectionLost(self, reason: object = None) -> None:
+        """Fail the request in flight."""
+        super().connectionLost(reason)
+        self._fail("connection closed before the ACK arrived")
+
+    def _fail(self, why: str) -> None:
+        d, self.waiting = self.waiting, None
+        if d is not None:
+            d.errback(DeliveryError(why))
+
+
+class MLLPSender:
+    """The destination connector."""
+
+    def __init__(self, config: MLLPSenderConfig, ctx: BuildContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.reactor = ctx.reactor
+        self.proto: _SenderProtocol | None = None
+        factory = Factory.forProtocol(_SenderProtocol)
+        factory.noisy = False
+        self.factory = factory
+        host, port, timeout = config.host, config.port, config.connect_timeout
+        if config.tls is not None:
+            creator = client_context(config.tls, ctx.config_dir, host)
+            self.endpoint = endpoints.wrapClientTLS(
+                creator, endpoints.TCP4ClientEndpoint(self.reactor, host, port, timeout=timeout)
+            )
+        else:
+            self.endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=timeout)
+
+    def start(self) -> None:
+        """Connections are opened lazily by the first send."""
+
+    def stop(self) -> None:
+        """Close the connection."""
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.loseConnection()
+        self.proto = None
+
+    def _connected(self) -> defer.Deferred:
+        proto = self.proto
+        if proto is not None and proto.transport is not None and proto.transport.connected:
+            return defer.succeed(proto)
+        d = self.endpoint.connect(self.factory)
+
+        def ok(p: _SenderProtocol) -> _SenderProtocol:
+            p.MAX_LENGTH = self.config.max_response_bytes
+            self.proto = p
+            return p
+
+        def failed(f: Any) -> None:
+            raise DeliveryError(f"cannot connect to {self.config.host}:{self.config.port}: {f.getErrorMessage()}")
+
+        return d.addCallbacks(ok, failed)
+
+    def encode(self, content: str) -> tuple[bytes, str]:
+        """The bytes to send (MSH-18 or the configured charset) and the MSH-10 sent."""
+        try:
+            msg = HL7Message(content)
+            control_id = msg.control_id
+            codec = codec_for(msg.charset) if msg.charset else self.config.charset
+        except (HL7Error, CharsetError):
+            control_id, codec = "", self.config.charset
+        return content.encode(codec, errors="strict"), control_id
+
+    @defer.inlineCallbacks
+    def send(self, content: str, info: DeliveryInfo):
+        """Send one message and check its ACK; errback DeliveryError to retry."""
+        try:
+            payload, control_id = self.encode(content)
+        except UnicodeEncodeError as exc:
+            raise DeliveryError(f"cannot encode message: {exc.reason}") from None
+        proto = yield self._connected()
+        d: defer.Deferred = defer.Deferred()
+        proto.waiting = d
+        timer = self.reactor.callLater(self.config.response_timeout, self._timeout, proto, d)
+        proto.sendFrame(payload)
+        try:
+            raw = yield d
+        finally:
+            if timer.active():
+                timer.cancel()
+        text = raw.decode(self.config.charset, errors="replace")
+        try:
+            code, acked_id, reason = parse_ack(text)
+        except ValueError:
+            self._drop(proto)
+            raise DeliveryError("response is not an HL7 ACK", text) from None
+        if self.ctx.metrics:
+            self.ctx.metrics.ack_received(self.ctx.channel, self.ctx.component, code or "none")
+        if self.config.check_control_id and control_id and acked_id != control_id:
+            self._drop(proto)
+            raise DeliveryError(f"ACK MSA-2 {acked_id!r} does not match sent MSH-10 {control_id!r}", text, code)
+        if code not in ACCEPTED:
+            raise DeliveryError(f"downstream answered {code}: {reason}".rstrip(": "), text, code)
+        return text
+
+    def _timeout(self, proto: _SenderProtocol, d: defer.Deferred) -> None:
+        if proto.waiting is d:
+            proto.waiting = None
+            d.errback(DeliveryError(f"no ACK within {self.config.response_timeout:g}s"))
+            self._drop(proto)
+
+    def _drop(self, proto: _SenderProtocol) -> None:
+        """Close a connection whose request/response pairing can no longer be trusted."""
+        if proto.transport is not None:
+            proto.transport.loseConnection()
+        if self.proto is proto:
+            self.proto = None

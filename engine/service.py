@@ -1,0 +1,308 @@
+"""ChannelService: a channel's I/O, lifecycle and acks around the pure pipeline (DESIGN.md §3.1, §3.2)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from engine.components import IngestResult, Source
+from engine.config.models import AckConfig, DedupeConfig, PruneConfig
+from engine.dedupe import DedupeIndex
+from engine.hl7.ack import AckPolicy, ack_policy, build_ack
+from engine.hl7.charset import CharsetError, decode_message
+from engine.hl7.message import HL7Error, HL7Message
+from engine.pipeline import CompiledChannel, run_pipeline
+from engine.queue import DestinationQueue
+from engine.store.queries import QueuedItem, thd_prune_batch, thd_recent_keys
+from engine.store.schema import ERROR, FILTERED
+
+log = logging.getLogger("radbridge.channel")
+ORIGINAL = AckPolicy(enhanced=False)
+_LIMITS = {"control_id": 64, "sending_app": 180, "sending_facility": 180, "message_type": 32, "patient_id": 64}
+
+
+@dataclass
+class _Pending:
+    """An after_delivery ACK waiting for its deliveries."""
+
+    remaining: set[int]
+    failures: list[str]
+    deferred: defer.Deferred
+    timeout: Any = None
+    finish: Any = None
+
+
+def _meta(msg: HL7Message) -> dict[str, Any]:
+    """Indexed header values (ids only; truncated to the column sizes)."""
+    values = {
+        "control_id": msg.get("MSH-10"),
+        "sending_app": msg.get("MSH-3", raw=True),
+        "sending_facility": msg.get("MSH-4", raw=True),
+        "message_type": msg.message_type,
+        "patient_id": msg.get("PID-3[1].1"),
+        "accession": msg.get("IPC-1.1") or msg.get("OBR-18.1") or None,
+    }
+    for key, limit in _LIMITS.items():
+        values[key] = values[key][:limit] or None
+    if values["accession"]:
+        values["accession"] = values["accession"][:64]
+    return values
+
+
+class ChannelService(Service):
+    """Runs one channel: feeds the pipeline, writes the store, answers the source, drives the queues."""
+
+    def __init__(
+        self,
+        compiled: CompiledChannel,
+        source: Source | None,
+        queues: dict[str, DestinationQueue],
+        store: Any,
+        reactor: Any,
+        *,
+        metrics: Any = None,
+        charset: str = "utf-8",
+        ack: AckConfig | None = None,
+        dedupe: DedupeConfig | None = None,
+        prune: PruneConfig | None = None,
+    ) -> None:
+        self.name = compiled.name
+        self.compiled = compiled
+        self.source = source
+        self.queues = queues
+        self.store = store
+        self.reactor = reactor
+        self.metrics = metrics
+        self.charset = charset
+        self.ack = ack or AckConfig()
+        self.dedupe_cfg = dedupe or DedupeConfig()
+        self.prune_cfg = prune or PruneConfig()
+        self.dedupe = DedupeIndex(self.dedupe_cfg.window)
+        self._waiting: dict[int, _Pending] = {}
+        self._prune_call: Any = None
+        for queue in queues.values():
+            queue.listeners.append(self._delivery_done)
+
+    # -- lifecycle -------------------------------------------------------
+    @defer.inlineCallbacks
+    def startService(self):
+        """Load recent keys, start the queues, then the source."""
+        Service.startService(self)
+        if self.dedupe_cfg.enabled:
+            since = time.time() - self.dedupe_cfg.window
+            keys = yield self.store.read(thd_recent_keys, self.name, since)
+            for app, facility, control_id, mid in keys:
+                self.dedupe.add((app or "", facility or "", control_id), mid, since)
+        for queue in self.queues.values():
+            yield defer.maybeDeferred(queue.connector.start)
+            yield queue.start()
+        if self.source is not None:
+            yield defer.maybeDeferred(self.source.start, self)
+        if self.prune_cfg.max_age is not None:
+            self._prune_call = self.reactor.callLater(min(60.0, self.prune_cfg.interval), self.prune)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop the source first, then the queues and connectors."""
+        Service.stopService(self)
+        if self._prune_call is not None and self._prune_call.active():
+            self._prune_call.cancel()
+        if self.source is not None:
+            yield defer.maybeDeferred(self.source.stop)
+        for queue in self.queues.values():
+            queue.stop()
+            yield defer.maybeDeferred(queue.connector.stop)
+
+    # -- the hot path ----------------------------------------------------
+    def ingest(
+        self, raw: bytes, origin: str, *, text: str | None = None, parent_id: int | None = None, dedupe: bool = True
+    ):
+        """Store, process and answer one inbound message; fires with an :class:`IngestResult`."""
+        started = time.perf_counter()
+        now = time.time()
+        if self.metrics:
+            self.metrics.received(self.name)
+        codec = "utf-8"
+        try:
+            if text is None:
+                text, codec = decode_message(raw, self.charset)
+            msg = HL7Message(text)
+        except (CharsetError, HL7Error) as exc:
+            stage = "charset" if isinstance(exc, CharsetError) else "parse"
+            return self._store_failure(raw, origin, now, stage, str(exc), started, codec, text)
+        values = {
+            "channel": self.name,
+            "received_at": now,
+            "charset": codec,
+            "origin": origin[:255],
+            "raw": raw,
+            "duplicate_of": None,
+            "parent_id": parent_id,
+            **_meta(msg),
+        }
+        policy = ack_policy(msg)
+        key = None
+        if dedupe and self.dedupe_cfg.enabled and values["control_id"]:
+            key = (values["sending_app"] or "", values["sending_facility"] or "", values["control_id"])
+            seen = self.dedupe.lookup(key, now)
+            if seen is not None:
+                if self.metrics:
+                    self.metrics.duplicate(self.name)
+                values.update(
+                    status=FILTERED,
+                    transformed=None,
+                    error=None,
+                    duplicate_of=seen[0],
+                    filter_info=f"duplicate of message {seen[0]} (same MSH-3/4/10 within the dedupe window)",
+                )
+                d = self.store.writer.store_message(values, [])
+                return d.addCallbacks(
+                    lambda ids: self._answer(msg, policy, "accept", "", ids[0], started, codec),
+                    lambda f: self._store_failed(msg, policy, f, started, codec, None),
+                )
+            self.dedupe.add(key, None, now)
+        result = run_pipeline(msg, self.compiled)
+        values.update(
+            status=result.status, transformed=result.transformed, filter_info=result.filter_info, error=result.error
+        )
+        d = self.store.writer.store_message(values, result.outputs)
+        return d.addCallbacks(
+            lambda ids: self._committed(msg, policy, result, ids, key, now, started, codec),
+            lambda f: self._store_failed(msg, policy, f, started, codec, key),
+        )
+
+    def _committed(self, msg, policy, result, ids, key, now, started, codec):
+        mid, delivery_ids = ids
+        if key is not None:
+            if result.status == ERROR:
+                self.dedupe.forget(key)
+            else:
+                self.dedupe.add(key, mid, now)
+        for (dest, content), did in zip(result.outputs, delivery_ids):
+            self.queues[dest].handoff(QueuedItem(did, mid, content, 0, now))
+        if result.status == ERROR:
+            if self.metrics:
+                self.metrics.errored(self.name, result.error_stage or "pipeline")
+            log.warning("channel %s message %s (MSH-10 %s) errored: %s", self.name, mid, msg.control_id, result.error)
+            return self._answer(msg, policy, "error", result.error or "", mid, started, codec)
+        if result.status == FILTERED and self.metrics:
+            self.metrics.filtered(self.name)
+        log.debug("channel %s stored message %s (MSH-10 %s) %s", self.name, mid, msg.control_id, result.status)
+        if self.ack.mode == "after_delivery" and delivery_ids:
+            return self._wait_for_delivery(msg, policy, mid, delivery_ids, started, codec)
+        return self._answer(msg, policy, "accept", "", mid, started, codec)
+
+    def _answer(self, msg, policy, outcome, reason, mid, started, codec) -> IngestResult:
+        code = policy.code_for(outcome)
+        ack = None
+        if not policy.enhanced or policy.should_send(outcome == "accept"):
+            text = build_ack(msg, code, reason=reason)
+            ack = text.encode(codec, errors="replace")
+            if self.metrics:
+                self.metrics.ack_sent(self.name, code)
+        if self.metrics:
+            self.metrics.processed(self.name, time.perf_counter() - started)
+        return IngestResult(code=code, ack=ack, message_id=mid, reason=reason)
+
+    def _store_failed(self, msg, policy, failure, started, codec, key) -> IngestResult:
+        if key is not None:
+            self.dedupe.forget(key)
+        if self.metrics:
+            self.metrics.errored(self.name, "store")
+        log.error("channel %s could not store MSH-10 %s: %s", self.name, msg.control_id, failure.getErrorMessage())
+        return self._answer(msg, policy, "reject", "message could not be stored; send it again", None, started, codec)
+
+    def _store_failure(self, raw, origin, now, stage, reason, started, codec, text) -> defer.Deferred:
+        """Unreadable input: store it as ERROR, then answer AR with the reason."""
+        if self.metrics:
+            self.metrics.errored(self.name, stage)
+        header = (text if text is not None else raw[:2048].decode("latin-1")).split("\r", 1)[0]
+        values = {
+            "channel": self.name, "received_at": now, "status": ERROR, "charset": codec, "origin": origin[:255],
+            "raw": raw, "transformed": None, "filter_info": None, "error": f"{stage}: {reason}",
+            "duplicate_of": None, "parent_id": None, "control_id": None, "sending_app": None,
+            "sending_facility": None, "message_type": None, "patient_id": None, "accession": None,
+        }  # fmt: skip
+
+        def answer(mid: int | None) -> IngestResult:
+            log.warning("channel %s message %s rejected at %s: %s", self.name, mid, stage, reason)
+            ack = build_ack(None, "AR", reason=reason, raw_header=header)
+            if self.metrics:
+                self.metrics.ack_sent(self.name, "AR")
+                self.metrics.processed(self.name, time.perf_counter() - started)
+            return IngestResult(code="AR", ack=ack.encode("latin-1", errors="replace"), message_id=mid, reason=reason)
+
+        d = self.store.writer.store_message(values, [])
+        return d.addCallbacks(lambda ids: answer(ids[0]), lambda f: answer(None))
+
+    def reject(self, raw: bytes, origin: str, reason: str) -> defer.Deferred:
+        """Record input that could not be framed (e.g. oversize) and answer AR."""
+        if self.metrics:
+            self.metrics.received(self.name)
+        return self._store_failure(raw, origin, time.time(), "framing", reason, time.perf_counter(), "latin-1", None)
+
+    # -- after_delivery --------------------------------------------------
+    def _wait_for_delivery(self, msg, policy, mid, delivery_ids, started, codec) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        pending = _Pending(set(delivery_ids), [], d)
+
+        def expire() -> None:
+            for did in pending.remaining:
+                self._waiting.pop(did, None)
+            reason = f"delivery not confirmed within {self.ack.delivery_timeout:g}s (message stays queued)"
+            d.callback(self._answer(msg, policy, "error", reason, mid, started, codec))
+
+        pending.timeout = self.reactor.callLater(self.ack.delivery_timeout, expire)
+        for did in delivery_ids:
+            self._waiting[did] = pending
+        pending.finish = lambda: d.callback(
+            self._answer(
+                msg, policy, "error" if pending.failures else "accept", "; ".join(pending.failures), mid, started, codec
+            )
+        )
+        return d
+
+    def _delivery_done(self, delivery_id: int, ok: bool, reason: str) -> None:
+        pending = self._waiting.pop(delivery_id, None)
+        if pending is None:
+            return
+        pending.remaining.discard(delivery_id)
+        if not ok:
+            pending.failures.append(reason)
+        if not pending.remaining:
+            if pending.timeout.active():
+                pending.timeout.cancel()
+            pending.finish()
+
+    # -- pruning ---------------------------------------------------------
+    @defer.inlineCallbacks
+    def prune(self):
+        """Delete old messages in small batches, yielding to the reactor between them."""
+        cfg = self.prune_cfg
+        total = 0
+        try:
+            before = time.time() - (cfg.max_age or 0)
+            while True:
+                n = yield self.store.transact(thd_prune_batch, self.name, before, cfg.keep_errors, cfg.batch_size)
+                total += n
+                if n < cfg.batch_size:
+                    break
+                yield _sleep(self.reactor, 0.05)
+        except Exception as exc:  # noqa: BLE001 - pruning must never stop the channel
+            log.warning("channel %s pruning failed: %s", self.name, exc)
+        if total:
+            log.info("channel %s pruned %d messages", self.name, total)
+        if self.running and cfg.max_age is not None:
+            self._prune_call = self.reactor.callLater(cfg.interval, self.prune)
+        return total
+
+
+def _sleep(reactor: Any, seconds: float) -> defer.Deferred:
+    d: defer.Deferred = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
