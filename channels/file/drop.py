@@ -15,13 +15,11 @@ from twisted.internet import defer, task
 
 from engine.components import BuildContext, Sink
 from engine.config.models import ComponentConfig, Duration
-from engine.hl7.mllp import SB, MLLPDecoder
+from engine.hl7.batch import split_messages
 
 log = logging.getLogger("radbridge.channels.file")
 
-ENVELOPE_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 OK_CODES = ("AA", "CA")
-_BOM = b"\xef\xbb\xbf"
 
 
 class FileDropConfig(ComponentConfig):
@@ -40,34 +38,6 @@ class FileDropConfig(ComponentConfig):
     error_dir: str | None = Field(
         None, description="where files with a rejected message or none at all are moved (default: <path>/error)"
     )
-
-
-def _is_msh(segment: bytes) -> bool:
-    """True when *segment* is an MSH segment header (``MSH`` followed by a field separator)."""
-    return len(segment) > 3 and segment[:3] == b"MSH" and not chr(segment[3]).isalnum() and segment[3] not in b" \t"
-
-
-def split_messages(data: bytes) -> list[bytes]:
-    """Split file content into CR-separated HL7 messages (MLLP frames, FHS/BHS batches, plain text)."""
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    if SB in data:
-        decoder = MLLPDecoder(max_length=len(data) + 1)
-        payloads = decoder.feed(data)
-    else:
-        payloads = [data]
-    messages: list[list[bytes]] = []
-    for payload in payloads:
-        current: list[bytes] | None = None
-        for segment in payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r"):
-            if not segment.strip() or segment[:3] in ENVELOPE_SEGMENTS:
-                continue
-            if _is_msh(segment):
-                current = [segment]
-                messages.append(current)
-            elif current is not None:
-                current.append(segment)
-    return [b"\r".join(segments) + b"\r" for segments in messages]
 
 
 def unique_target(directory: Path, name: str) -> Path:

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import re
+from engine.hl7.mllp import SB, MLLPDecoder
 
-from engine.hl7.mllp import EB, SB
+ENVELOPE_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+_BOM = b"\xef\xbb\xbf"
 
-_ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")
-_MSH_START = re.compile(rb"(?:^|\r)(?=MSH)")
+
+def _is_msh(segment: bytes) -> bool:
+    """True when *segment* is an MSH segment header (``MSH`` followed by a field separator)."""
+    return len(segment) > 3 and segment[:3] == b"MSH" and not chr(segment[3]).isalnum() and segment[3] not in b" \t"
 
 
 def split_messages(data: bytes) -> list[bytes]:
-    """Messages in *data* with CR segment separators (envelope segments dropped)."""
-    chunks = [c.split(EB, 1)[0] for c in data.split(SB)[1:]] if SB in data else [data]
-    out: list[bytes] = []
-    for chunk in chunks:
-        text = chunk.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-        segments = [s for s in text.split(b"\r") if s.strip() and s[:3] not in _ENVELOPE]
-        current: list[bytes] = []
-        for seg in segments:
-            if seg.startswith(b"MSH") and current:
-                out.append(b"\r".join(current))
-                current = []
-            current.append(seg)
-        if current:
-            out.append(b"\r".join(current))
-    return [m for m in out if m.startswith(b"MSH")]
+    """Split file content into CR-separated HL7 messages (MLLP frames, FHS/BHS batches, plain text)."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if SB in data:
+        decoder = MLLPDecoder(max_length=len(data) + 1)
+        payloads = decoder.feed(data)
+    else:
+        payloads = [data]
+    messages: list[list[bytes]] = []
+    for payload in payloads:
+        current: list[bytes] | None = None
+        for segment in payload.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r"):
+            if not segment.strip() or segment[:3] in ENVELOPE_SEGMENTS:
+                continue
+            if _is_msh(segment):
+                current = [segment]
+                messages.append(current)
+            elif current is not None:
+                current.append(segment)
+    return [b"\r".join(segments) + b"\r" for segments in messages]
