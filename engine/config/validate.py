@@ -171,13 +171,14 @@ def validate_config(
             binds.append((("metrics", "port"), root.metrics.host, root.metrics.port))
         names: dict[str, int] = {}
         for i, raw in enumerate(root.channels):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                if name in names:
+                    checker.add(("channels", i, "name"), f"channel name {name!r} is used twice")
+                names[name] = i
             spec = _channel(checker, raw, ("channels", i), binds)
-            if spec is None:
-                continue
-            if spec.config.name in names:
-                checker.add(spec.loc + ("name",), f"channel name {spec.config.name!r} is used twice")
-            names[spec.config.name] = i
-            channels.append(spec)
+            if spec is not None:
+                channels.append(spec)
         for spec in channels:
             for dest in spec.destinations:
                 target = getattr(dest.connector, "channel", None)
