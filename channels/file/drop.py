@@ -35,6 +35,7 @@ class FileDropConfig(ComponentConfig):
     done_dir: str | None = Field(
         None, description="where fully accepted files are moved (default: <path>/done); relative to the config folder"
     )
+    create_dirs: bool = Field(True, description="create the folder at start when it is missing")
     error_dir: str | None = Field(
         None, description="where files with a rejected message or none at all are moved (default: <path>/error)"
     )
@@ -59,6 +60,7 @@ class FileDrop:
         self.done_dir = base / config.done_dir if config.done_dir else self.path / "done"
         self.error_dir = base / config.error_dir if config.error_dir else self.path / "error"
         self.pattern = config.pattern
+        self.create_dirs = config.create_dirs
         self.poll_interval = config.poll_interval
         self.min_age = config.min_age
         self.channel = ctx.channel
@@ -77,6 +79,8 @@ class FileDrop:
         """Start polling on the context's reactor."""
         self.sink = sink
         self._stopping = False
+        if self.create_dirs:
+            self.path.mkdir(parents=True, exist_ok=True)
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.reactor
         done = self._loop.start(self.poll_interval, now=True)

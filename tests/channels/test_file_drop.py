@@ -218,8 +218,8 @@ def test_stop_waits_for_file_in_progress(tmp_path: Path) -> None:
 
 
 def test_missing_folder_does_not_break_loop(tmp_path: Path) -> None:
-    """A missing folder is logged and polling continues until it appears."""
-    drop, clock = make_drop(tmp_path)
+    """A missing folder (create_dirs off) is logged and polling continues until it appears."""
+    drop, clock = make_drop(tmp_path, create_dirs=False)
     (tmp_path / "in").rmdir()
     sink = FakeSink()
     drop.start(sink)
@@ -227,6 +227,15 @@ def test_missing_folder_does_not_break_loop(tmp_path: Path) -> None:
     put(tmp_path / "in", "a.hl7", MSG1)
     clock.advance(1.0)
     assert len(sink.ingested) == 1
+
+
+def test_missing_folder_is_created_by_default(tmp_path: Path) -> None:
+    """With the default create_dirs, start() creates the polled folder."""
+    drop, _clock = make_drop(tmp_path)
+    (tmp_path / "in").rmdir()
+    drop.start(FakeSink())
+    assert (tmp_path / "in").is_dir()
+    drop.stop()
 
 
 def test_failed_move_is_retried_without_reingest(tmp_path: Path) -> None:
