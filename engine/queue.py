@@ -164,12 +164,17 @@ class DestinationQueue:
         reason = exc.reason if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
         response = exc.response if isinstance(exc, DeliveryError) else None
         final = attempt >= self.retry.max_attempts
+        # A peer's own reason text may quote PHI: logs get the code, the store gets the reason.
+        if isinstance(exc, DeliveryError):
+            summary = f"peer answered {exc.code}" if exc.code else reason
+        else:
+            summary = type(exc).__name__
         if self.metrics:
             self.metrics.delivery_failed(self.channel, self.name, final)
         if final:
             log.warning(
                 "delivery %s (message %s) to %s/%s failed for good after %d attempts: %s",
-                item.id, item.message_id, self.channel, self.name, attempt, reason,
+                item.id, item.message_id, self.channel, self.name, attempt, summary,
             )  # fmt: skip
             if self.metrics:
                 self.metrics.errored(self.channel, "delivery")
@@ -179,7 +184,7 @@ class DestinationQueue:
         delay = self.retry.delay(attempt)
         log.info(
             "delivery %s to %s/%s failed (attempt %d), retry in %.1fs: %s",
-            item.id, self.channel, self.name, attempt, delay, reason,
+            item.id, self.channel, self.name, attempt, delay, summary,
         )  # fmt: skip
         self.items[0] = QueuedItem(item.id, item.message_id, item.content, attempt, item.created_at)
         self.store.writer.mark_attempt(item.id, attempt, reason)

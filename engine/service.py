@@ -188,7 +188,11 @@ class ChannelService(Service):
         if result.status == ERROR:
             if self.metrics:
                 self.metrics.errored(self.name, result.error_stage or "pipeline")
-            log.warning("channel %s message %s (MSH-10 %s) errored: %s", self.name, mid, msg.control_id, result.error)
+            # The error text may quote field values (PHI): it is in the store, and only at DEBUG here.
+            log.warning(
+                "channel %s message %s (MSH-10 %s) errored at %s", self.name, mid, msg.control_id, result.error_stage
+            )
+            log.debug("channel %s message %s error: %s", self.name, mid, result.error)
             return self._answer(msg, policy, "error", result.error or "", mid, started, codec)
         if result.status == FILTERED and self.metrics:
             self.metrics.filtered(self.name)
@@ -214,7 +218,8 @@ class ChannelService(Service):
             self.dedupe.forget(key)
         if self.metrics:
             self.metrics.errored(self.name, "store")
-        log.error("channel %s could not store MSH-10 %s: %s", self.name, msg.control_id, failure.getErrorMessage())
+        log.error("channel %s could not store MSH-10 %s: %s", self.name, msg.control_id, failure.type.__name__)
+        log.debug("channel %s store failure: %s", self.name, failure.getErrorMessage())
         return self._answer(msg, policy, "reject", "message could not be stored; send it again", None, started, codec)
 
     def _store_failure(self, raw, origin, now, stage, reason, started, codec, text) -> defer.Deferred:
