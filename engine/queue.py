@@ -81,6 +81,7 @@ class DestinationQueue:
         for call in (self.retry_call, self.poll_call):
             if call is not None and call.active():
                 call.cancel()
+        self.retry_call = self.poll_call = None  # a stale retry_call would block _pump after a restart
 
     def stats(self) -> tuple[int, float | None]:
         """(depth, created_at of the oldest queued item)."""
@@ -155,7 +156,7 @@ class DestinationQueue:
         if self.metrics:
             self.metrics.delivery_time(self.channel, self.name, time.perf_counter() - started)
             self.metrics.sent(self.channel, self.name)
-        self.store.writer.mark_done(item.id, ok=True, response=response, attempts=attempt)
+        self.store.writer.mark_done(item.id, ok=True, response=response, attempts=attempt, lazy=True)
         self._complete(item, True, "")
 
     def _failed(self, item: QueuedItem, attempt: int, failure: Failure, started: float) -> None:

@@ -96,8 +96,8 @@ class ChannelService(Service):
         if self.dedupe_cfg.enabled:
             since = time.time() - self.dedupe_cfg.window
             keys = yield self.store.read(thd_recent_keys, self.name, since)
-            for app, facility, control_id, mid in keys:
-                self.dedupe.add((app or "", facility or "", control_id), mid, since)
+            for app, facility, control_id, mid, received_at in keys:
+                self.dedupe.add((app or "", facility or "", control_id), mid, received_at)
         for queue in self.queues.values():
             yield defer.maybeDeferred(queue.connector.start)
             yield queue.start()
@@ -183,6 +183,10 @@ class ChannelService(Service):
                 self.dedupe.forget(key)
             else:
                 self.dedupe.add(key, mid, now)
+        waiting = None
+        if self.ack.mode == "after_delivery" and delivery_ids:
+            # Wait before the handoff: a destination may complete synchronously inside it.
+            waiting = self._wait_for_delivery(msg, policy, mid, delivery_ids, started, codec)
         for (dest, content), did in zip(result.outputs, delivery_ids):
             self.queues[dest].handoff(QueuedItem(did, mid, content, 0, now))
         if result.status == ERROR:
@@ -197,8 +201,8 @@ class ChannelService(Service):
         if result.status == FILTERED and self.metrics:
             self.metrics.filtered(self.name)
         log.debug("channel %s stored message %s (MSH-10 %s) %s", self.name, mid, msg.control_id, result.status)
-        if self.ack.mode == "after_delivery" and delivery_ids:
-            return self._wait_for_delivery(msg, policy, mid, delivery_ids, started, codec)
+        if waiting is not None:
+            return waiting
         return self._answer(msg, policy, "accept", "", mid, started, codec)
 
     def _answer(self, msg, policy, outcome, reason, mid, started, codec) -> IngestResult:

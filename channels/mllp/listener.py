@@ -52,6 +52,7 @@ class MLLPServerProtocol(MLLPProtocol):
         self.idle_timeout = f.config.idle_timeout
         self.pending: deque[bytes] = deque()
         self.busy = False
+        self.oversize: tuple[bytes, str] | None = None
         peer = self.transport.getPeer()
         self.origin = f"mllp:{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         if hasattr(self.transport, "setTcpNoDelay"):
@@ -74,7 +75,11 @@ class MLLPServerProtocol(MLLPProtocol):
         self._next()
 
     def _next(self) -> None:
-        if self.busy or not self.pending or self.transport.disconnecting:
+        if self.busy or self.transport.disconnecting:
+            return
+        if not self.pending:
+            if self.oversize is not None:  # answered after every earlier frame, keeping ACK order
+                self._reject(*self.oversize)
             return
         self.busy = True
         payload = self.pending.popleft()
@@ -104,8 +109,12 @@ class MLLPServerProtocol(MLLPProtocol):
         if f.metrics:
             f.metrics.framing_error(f.channel, "oversize")
         reason = f"message exceeds max_message_bytes ({f.config.max_message_bytes})"
-        head = getattr(self._decoder, "overflow_head", b"")
-        d = defer.maybeDeferred(f.sink.reject, head, self.origin, reason)
+        self.oversize = (getattr(self._decoder, "overflow_head", b""), reason)
+        self._next()
+
+    def _reject(self, head: bytes, reason: str) -> None:
+        self.busy = True
+        d = defer.maybeDeferred(self.factory.sink.reject, head, self.origin, reason)
 
         def answer(result: IngestResult) -> None:
             if result.ack is not None:

@@ -163,7 +163,10 @@ def validate_config(
     config_dir = path.resolve().parent
     checker = _Checker(positions, registry, config_dir, make_environment([str(config_dir)]))
     checker.issues.extend(issues)
-    root = checker.model(RootConfig, data, ()) if not issues else None
+    # Keep validating past problems in single values (an unset ${VAR}, a missing include) so every
+    # error is reported at once; stop only when the file itself could not be read as a mapping.
+    fatal = any(not issue.path for issue in issues)
+    root = checker.model(RootConfig, data, ()) if not fatal else None
     channels: list[ChannelSpec] = []
     binds: list[tuple[tuple, str, int]] = []
     if root is not None:
@@ -187,7 +190,13 @@ def validate_config(
         if check_ports:
             _check_ports(checker, binds)
     if any(i.severity == "error" for i in checker.issues):
-        raise ConfigError(checker.issues)
+        # A value that already has a load problem is not reported again as invalid (e.g. "" for an unset ${VAR}).
+        flagged = {issue.path for issue in issues}
+        found = issues + [i for i in checker.issues[len(issues) :] if i.path not in flagged]
+        main = str(path)
+        raise ConfigError(
+            sorted(found, key=lambda i: (i.mark.file != main, i.mark.file, i.mark.line, i.mark.col) if i.mark else ())
+        )
     assert root is not None
     data_dir = (config_dir / root.data_dir).resolve()
     return ValidatedConfig(

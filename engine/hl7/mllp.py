@@ -95,11 +95,11 @@ class MLLPDecoder:
                 continue
             if eb < 0:
                 if end - start > self.max_length:
-                    return self._overflowed(out)
+                    return self._overflowed(out, start, end)
                 scan = end
                 break
             if eb - start > self.max_length:
-                return self._overflowed(out)
+                return self._overflowed(out, start, eb)
             out.append(bytes(buf[start:eb]))
             self._in_frame = False
             pos = eb + 1
@@ -116,9 +116,10 @@ class MLLPDecoder:
             self._scan = 0
         return out
 
-    def _overflowed(self, out: list[bytes]) -> list[bytes]:
+    def _overflowed(self, out: list[bytes], start: int, stop: int) -> list[bytes]:
         self.overflow = True
-        self.overflow_head = bytes(self._buf[:4096])  # kept so the oversize message can be recorded
+        # The head of the oversize payload only (no SB, no earlier or later frames), kept so it can be recorded.
+        self.overflow_head = bytes(self._buf[start : min(stop, start + 4096)])
         self._in_frame = False
         self._buf = bytearray()
         self._scan = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, delete, exists, func, or_, select, update
 
 from engine.store.schema import ERROR, QUEUED, deliveries, messages
 
@@ -44,11 +44,11 @@ def thd_queue_stats(conn: Connection, channel: str, destination: str) -> tuple[i
     return int(row[0]), row[1]
 
 
-def thd_recent_keys(conn: Connection, channel: str, since: float) -> list[tuple[str, str, str, int]]:
-    """(sending app, facility, MSH-10, id) of non-error, non-duplicate messages since *since*."""
+def thd_recent_keys(conn: Connection, channel: str, since: float) -> list[tuple[str, str, str, int, float]]:
+    """(sending app, facility, MSH-10, id, received_at) of non-error, non-duplicate messages since *since*."""
     m = messages.c
     rows = conn.execute(
-        select(m.sending_app, m.sending_facility, m.control_id, m.id)
+        select(m.sending_app, m.sending_facility, m.control_id, m.id, m.received_at)
         .where(
             m.channel == channel,
             m.received_at >= since,
@@ -86,7 +86,10 @@ def thd_search(
         if value is not None:
             conds.append(col == value)
     if message_type is not None:
-        conds.append(m.message_type.like(message_type.replace("*", "%")))
+        pattern = message_type.replace("*", "%")
+        if "%" not in pattern and "^" not in pattern:
+            pattern += "%"  # "ADT" finds every ADT event
+        conds.append(m.message_type.like(pattern))
     if since is not None:
         conds.append(m.received_at >= since)
     if until is not None:
@@ -98,7 +101,7 @@ def thd_search(
         select(
             m.id, m.channel, m.received_at, m.status, m.control_id, m.message_type, m.origin, m.error, m.duplicate_of
         )
-        .where(and_(*conds))
+        .where(*conds)
         .order_by(m.id.desc())
         .limit(limit)
     )
