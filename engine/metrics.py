@@ -87,60 +87,69 @@ class Metrics:
         self._connections = Gauge(
             "radbridge_connections_open", "Open inbound connections", ["channel", "connector"], registry=r
         )
+        self._children: dict[tuple, object] = {}
         self._queues = _QueueCollector()
         r.register(self._queues)
 
+    def _child(self, metric: object, *labels: str) -> object:
+        """The labelled child, looked up once (``labels()`` costs several µs per call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def received(self, channel: str) -> None:
         """One message arrived."""
-        self._received.labels(channel).inc()
+        self._child(self._received, channel).inc()
 
     def filtered(self, channel: str) -> None:
         """One message was filtered out."""
-        self._filtered.labels(channel).inc()
+        self._child(self._filtered, channel).inc()
 
     def duplicate(self, channel: str) -> None:
         """One duplicate was recognised."""
-        self._duplicates.labels(channel).inc()
+        self._child(self._duplicates, channel).inc()
 
     def errored(self, channel: str, stage: str) -> None:
         """One message failed at *stage* (charset, parse, filter, transform, store, delivery, framing)."""
-        self._errors.labels(channel, stage).inc()
+        self._child(self._errors, channel, stage).inc()
 
     def sent(self, channel: str, destination: str) -> None:
         """One delivery completed."""
-        self._sent.labels(channel, destination).inc()
+        self._child(self._sent, channel, destination).inc()
 
     def delivery_failed(self, channel: str, destination: str, final: bool) -> None:
         """One delivery attempt failed."""
-        self._delivery_errors.labels(channel, destination, "true" if final else "false").inc()
+        self._child(self._delivery_errors, channel, destination, "true" if final else "false").inc()
 
     def processed(self, channel: str, seconds: float) -> None:
         """Observe arrival→answer latency."""
-        self._processing.labels(channel).observe(seconds)
+        self._child(self._processing, channel).observe(seconds)
 
     def delivery_time(self, channel: str, destination: str, seconds: float) -> None:
         """Observe one delivery round trip."""
-        self._delivery_latency.labels(channel, destination).observe(seconds)
+        self._child(self._delivery_latency, channel, destination).observe(seconds)
 
     def ack_sent(self, channel: str, code: str) -> None:
         """An ACK with MSA-1 *code* went back to a sender."""
-        self._acks_sent.labels(channel, code).inc()
+        self._child(self._acks_sent, channel, code).inc()
 
     def ack_received(self, channel: str, destination: str, code: str) -> None:
         """A downstream answered with *code*."""
-        self._acks_received.labels(channel, destination, code).inc()
+        self._child(self._acks_received, channel, destination, code).inc()
 
     def framing_error(self, channel: str, kind: str) -> None:
         """An MLLP framing problem (junk, oversize, timeout)."""
-        self._framing.labels(channel, kind).inc()
+        self._child(self._framing, channel, kind).inc()
 
     def connection_opened(self, channel: str, connector: str) -> None:
         """An inbound connection opened."""
-        self._connections.labels(channel, connector).inc()
+        self._child(self._connections, channel, connector).inc()
 
     def connection_closed(self, channel: str, connector: str) -> None:
         """An inbound connection closed."""
-        self._connections.labels(channel, connector).dec()
+        self._child(self._connections, channel, connector).dec()
 
     def watch_queue(self, channel: str, destination: str, probe: QueueProbe) -> None:
         """Report a queue's depth and oldest age from *probe* at every scrape."""

@@ -123,23 +123,37 @@ class MLLPSender:
             control_id, codec = "", self.config.charset
         return content.encode(codec, errors="strict"), control_id
 
-    @defer.inlineCallbacks
-    def send(self, content: str, info: DeliveryInfo):
+    def send(self, content: str, info: DeliveryInfo) -> defer.Deferred:
         """Send one message and check its ACK; errback DeliveryError to retry."""
         try:
             payload, control_id = self.encode(content)
         except UnicodeEncodeError as exc:
-            raise DeliveryError(f"cannot encode message: {exc.reason}") from None
-        proto = yield self._connected()
+            return defer.fail(DeliveryError(f"cannot encode message: {exc.reason}"))
+        proto = self.proto
+        if proto is not None and proto.transport is not None and proto.transport.connected:
+            return self._request(proto, payload, control_id)  # the common case: no extra Deferred hop
+        return self._connected().addCallback(self._request, payload, control_id)
+
+    def _request(self, proto: _SenderProtocol, payload: bytes, control_id: str) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         proto.waiting = d
         timer = self.reactor.callLater(self.config.response_timeout, self._timeout, proto, d)
         proto.sendFrame(payload)
-        try:
-            raw = yield d
-        finally:
+
+        def answered(raw: bytes) -> str:
             if timer.active():
                 timer.cancel()
+            return self._check(proto, raw, control_id)
+
+        def failed(f: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return f
+
+        return d.addCallbacks(answered, failed)
+
+    def _check(self, proto: _SenderProtocol, raw: bytes, control_id: str) -> str:
+        """Accept AA/CA whose MSA-2 is the sent MSH-10; raise DeliveryError otherwise."""
         text = raw.decode(self.config.charset, errors="replace")
         try:
             code, acked_id, reason = parse_ack(text)

@@ -69,6 +69,17 @@ def _salvage(raw_header: str) -> tuple[str, str, dict[int, str]]:
     return sep, enc, values
 
 
+_TS_CACHE: list = [0, ""]
+
+
+def _timestamp() -> str:
+    """Local time as YYYYMMDDHHMMSS, formatted at most once per second."""
+    second = int(time.time())
+    if _TS_CACHE[0] != second:
+        _TS_CACHE[:] = [second, time.strftime("%Y%m%d%H%M%S", time.localtime(second))]
+    return _TS_CACHE[1]
+
+
 def build_ack(
     msg: HL7Message | None,
     code: str,
@@ -88,14 +99,15 @@ def build_ack(
     """
     if code not in ACK_CODES:
         raise ValueError(f"unknown acknowledgement code {code!r} (expected one of {sorted(ACK_CODES)})")
-    ts = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
+    ts = (now or datetime.now()).strftime("%Y%m%d%H%M%S") if now is not None else _timestamp()
     ack_id = control_id or new_control_id()
     if msg is not None:
         sep, enc = msg.field_sep, msg.enc
-        enc_field = msg.get("MSH-2") or enc
+        fields = msg.msh_fields()
+        enc_field = fields[2] if len(fields) > 2 and fields[2] else enc
 
         def inbound(n: int) -> str:
-            return msg.get(f"MSH-{n}", raw=True)
+            return fields[n] if n < len(fields) else ""
 
         trigger = msg.get("MSH-9.2", raw=True)
         msh = ["MSH", enc_field, inbound(5), inbound(6), inbound(3), inbound(4), ts, ""]

@@ -125,7 +125,7 @@ class HL7Message:
     Segments are separated by CR (LF and CRLF are accepted on input).
     """
 
-    __slots__ = ("text", "field_sep", "enc", "_segments", "_fields", "_index")
+    __slots__ = ("text", "field_sep", "enc", "_segments", "_fields", "_index", "_cache")
 
     def __init__(self, text: str) -> None:
         if not text.startswith("MSH") or len(text) < 8:
@@ -144,6 +144,7 @@ class HL7Message:
         self._segments = [s for s in text.split("\r") if s]
         self._fields: dict[int, list[str]] = {}
         self._index: dict[str, list[int]] | None = None
+        self._cache: dict[tuple[str, bool], str] = {}
 
     @property
     def segments(self) -> list[str]:
@@ -182,9 +183,24 @@ class HL7Message:
         assert self._index is not None
         return len(self._index.get(segment, ()))
 
+    def msh_fields(self) -> list[str]:
+        """MSH split into fields, numbered as in HL7 (``[n]`` is MSH-n; ``[1]`` is the separator)."""
+        return self._split(0)
+
     def get(self, path: str | FieldPath, default: str = "", *, raw: bool = False) -> str:
         """Value at *path*, unescaped unless *raw*; *default* when absent or empty."""
-        fp = parse_path(path) if isinstance(path, str) else path
+        if isinstance(path, str):
+            # Several steps read the same few header fields: answer repeats from a small cache.
+            key = (path, raw)
+            value = self._cache.get(key)
+            if value is None:
+                value = self._cache[key] = self._lookup(parse_path(path), raw)
+            return value or default
+        return self._lookup(path, raw) or default
+
+    def _lookup(self, fp: FieldPath, raw: bool) -> str:
+        """The value at *fp* or ``""``."""
+        default = ""
         idx = self._seg_index(fp.segment, fp.segment_rep)
         if idx is None:
             return default

@@ -19,6 +19,11 @@ MSG = "MSH|^~\\&|RB|RAD|EHR|HOSP|20240101||ORU^R01|OUT1|P|2.5\rPID|1||P1"
 INFO = DeliveryInfo(delivery_id=1, message_id=1, attempt=1)
 
 
+def settled(d: defer.Deferred) -> bool:
+    """Whether *d* has a final result (not merely fired and waiting on a chained Deferred)."""
+    return d.called and not d.paused and not isinstance(d.result, defer.Deferred)
+
+
 def ack(code: str = "AA", control_id: str = "OUT1", reason: str = "") -> bytes:
     """An ACK payload with MSA-1 *code* and MSA-2 *control_id*."""
     text = f"MSH|^~\\&|EHR|HOSP|RB|RAD|20240101||ACK^R01|A1|P|2.5\rMSA|{code}|{control_id}"
@@ -29,7 +34,7 @@ def ack(code: str = "AA", control_id: str = "OUT1", reason: str = "") -> bytes:
 
 def result_of(d: defer.Deferred) -> Any:
     """The result a fired Deferred holds (its Failure when it failed)."""
-    assert d.called and not isinstance(d.result, defer.Deferred), "Deferred has not fired"
+    assert settled(d), "Deferred has not fired"
     results: list[Any] = []
     d.addBoth(results.append)
     return results[0]
@@ -109,7 +114,7 @@ def test_accept_returns_ack_text(h: Harness, code: str) -> None:
     """An AA (or CA) ACK whose MSA-2 matches completes the delivery with the ACK text."""
     d = h.send()
     assert h.written() == [MSG.encode()]
-    assert not d.called
+    assert not settled(d)
     h.reply(ack(code))
     assert result_of(d) == ack(code).decode()
     labels = {"channel": "ch", "destination": "ehr", "code": code}
@@ -185,7 +190,7 @@ def test_response_timeout(tmp_path: Path) -> None:
     h = Harness(tmp_path, response_timeout=5)
     d = h.send()
     h.reactor.advance(4.9)
-    assert not d.called
+    assert not settled(d)
     h.reactor.advance(0.1)
     assert delivery_error(d).reason == "no ACK within 5s"
     assert h.transports[0].disconnecting
