@@ -60,6 +60,7 @@ class DestinationQueue:
         self.poll_call: Any = None
         self.listeners: list[Done] = []
         self.paused = False
+        self.finished: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> defer.Deferred:
@@ -100,12 +101,24 @@ class DestinationQueue:
         self.last_id = item.id
         self._pump()
 
+    def _record(self, delivery_id: int, committed: defer.Deferred) -> None:
+        """Until its outcome is committed, a finished delivery still reads QUEUED: never reload it."""
+        self.finished.add(delivery_id)
+
+        def forget(result: Any) -> Any:
+            self.finished.discard(delivery_id)
+            return result
+
+        committed.addBoth(forget).addErrback(
+            lambda f: log.error("delivery %s outcome not recorded: %s", delivery_id, f.type.__name__)
+        )
+
     def _reload(self) -> defer.Deferred:
         d = self.store.read(thd_load_queue, self.channel, self.name, self.last_id, min(self.window, 1000))
 
         def got(rows: list[QueuedItem]) -> None:
             for row in rows:
-                if row.id > self.last_id:
+                if row.id > self.last_id and row.id not in self.finished:
                     self.items.append(row)
                     self.last_id = row.id
             if len(rows) < min(self.window, 1000):
@@ -127,7 +140,12 @@ class DestinationQueue:
 
             def stats(st: tuple[int, float | None]) -> Any:
                 self.depth = st[0]
-                return self._reload() if st[0] else None
+                if not st[0] or self.items or self.busy:
+                    return None
+                # Idle with rows QUEUED in the store: rows another process wrote or put back
+                # (``messages resend``), possibly older than what we have seen. Read from the start.
+                self.last_id = 0
+                return self._reload()
 
             d.addCallback(stats).addErrback(lambda f: log.warning("queue poll failed: %s", f.getErrorMessage()))
         self._schedule_poll()
@@ -156,7 +174,9 @@ class DestinationQueue:
         if self.metrics:
             self.metrics.delivery_time(self.channel, self.name, time.perf_counter() - started)
             self.metrics.sent(self.channel, self.name)
-        self.store.writer.mark_done(item.id, ok=True, response=response, attempts=attempt, lazy=True)
+        self._record(
+            item.id, self.store.writer.mark_done(item.id, ok=True, response=response, attempts=attempt, lazy=True)
+        )
         self._complete(item, True, "")
 
     def _failed(self, item: QueuedItem, attempt: int, failure: Failure, started: float) -> None:
@@ -179,7 +199,8 @@ class DestinationQueue:
             )  # fmt: skip
             if self.metrics:
                 self.metrics.errored(self.channel, "delivery")
-            self.store.writer.mark_done(item.id, ok=False, response=response, attempts=attempt, error=reason)
+            done = self.store.writer.mark_done(item.id, ok=False, response=response, attempts=attempt, error=reason)
+            self._record(item.id, done)
             self._complete(item, False, reason)
             return
         delay = self.retry.delay(attempt)

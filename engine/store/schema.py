@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -37,8 +37,19 @@ messages = Table(
     Index("ix_messages_channel_time", "channel", "received_at"),
     Index("ix_messages_received_at", "received_at"),
     Index("ix_messages_control", "control_id"),
-    Index("ix_messages_patient", "patient_id"),
-    Index("ix_messages_accession", "accession"),
+    # Partial: most messages of a type lack one of them, and NULLs need no index entry.
+    Index(
+        "ix_messages_patient",
+        "patient_id",
+        sqlite_where=text("patient_id IS NOT NULL"),
+        postgresql_where=text("patient_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_messages_accession",
+        "accession",
+        sqlite_where=text("accession IS NOT NULL"),
+        postgresql_where=text("accession IS NOT NULL"),
+    ),
 )
 
 deliveries = Table(

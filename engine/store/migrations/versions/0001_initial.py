@@ -41,8 +41,10 @@ def upgrade() -> None:
     op.create_index("ix_messages_channel_time", "messages", ["channel", "received_at"])
     op.create_index("ix_messages_received_at", "messages", ["received_at"])
     op.create_index("ix_messages_control", "messages", ["control_id"])
-    op.create_index("ix_messages_patient", "messages", ["patient_id"])
-    op.create_index("ix_messages_accession", "messages", ["accession"])
+    for column in ("patient_id", "accession"):
+        where = sa.text(f"{column} IS NOT NULL")
+        name = "ix_messages_patient" if column == "patient_id" else "ix_messages_accession"
+        op.create_index(name, "messages", [column], sqlite_where=where, postgresql_where=where)
     op.create_table(
         "deliveries",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
