@@ -10,7 +10,8 @@ from pathlib import Path
 from engine.config.errors import ConfigError
 
 
-def _validate(path: str, *, check_ports: bool = True):
+def load_config(path: str, *, check_ports: bool = True):
+    """Validate *path*; print errors (and warnings) to stderr; ``None`` when invalid."""
     from engine.config.validate import validate_config
 
     try:
@@ -25,7 +26,7 @@ def _validate(path: str, *, check_ports: bool = True):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a config completely; print every error with file:line:col."""
-    vc = _validate(args.config, check_ports=not args.no_port_check)
+    vc = load_config(args.config, check_ports=not args.no_port_check)
     if vc is None:
         return 1
     print(f"{args.config}: OK ({len(vc.channels)} channels)")
@@ -34,7 +35,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate exactly as ``validate`` does, then run every channel until SIGTERM/SIGINT."""
-    vc = _validate(args.config)
+    vc = load_config(args.config)
     if vc is None:
         return 1
     from twisted.internet import reactor

@@ -28,10 +28,10 @@ def _iso(ts: float | None) -> str:
 
 
 def _open(args: argparse.Namespace):
-    from engine.cli import _validate
+    from engine.cli import load_config
     from engine.store.store import Store
 
-    vc = _validate(args.config, check_ports=False)
+    vc = load_config(args.config, check_ports=False)
     if vc is None:
         raise SystemExit(1)
     return vc, Store(vc.database_url, None, sqlite_synchronous=vc.root.store.sqlite_synchronous, writer_mode="thread")
@@ -114,7 +114,7 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     """Run stored messages through the current config again as new messages (queues pick them up)."""
     from engine.hl7.message import HL7Error, HL7Message
     from engine.pipeline import run_pipeline
-    from engine.service import _meta
+    from engine.service import header_values
     from engine.store.queries import thd_get_message, thd_insert_message
 
     vc, store = _open(args)
@@ -138,7 +138,7 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
             "channel": spec.config.name, "received_at": time.time(), "status": result.status,
             "charset": m["charset"], "origin": f"reprocess:{mid}", "raw": m["raw"], "transformed": result.transformed,
             "filter_info": result.filter_info, "error": result.error, "duplicate_of": None, "parent_id": mid,
-            **_meta(msg),
+            **header_values(msg),
         }  # fmt: skip
         new_id = store.transact_sync(thd_insert_message, values, result.outputs)
         print(f"{mid} -> {new_id} {result.status} ({len(result.outputs)} deliveries queued)")

@@ -37,7 +37,7 @@ class _Pending:
     finish: Any = None
 
 
-def _meta(msg: HL7Message) -> dict[str, Any]:
+def header_values(msg: HL7Message) -> dict[str, Any]:
     """Indexed header values (ids only; truncated to the column sizes)."""
     values = {
         "control_id": msg.get("MSH-10"),
@@ -143,7 +143,7 @@ class ChannelService(Service):
             "raw": raw,
             "duplicate_of": None,
             "parent_id": parent_id,
-            **_meta(msg),
+            **header_values(msg),
         }
         policy = ack_policy(msg)
         key = None
