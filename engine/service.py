@@ -18,7 +18,7 @@ from engine.hl7.charset import CharsetError, decode_message
 from engine.hl7.message import HL7Error, HL7Message
 from engine.pipeline import CompiledChannel, run_pipeline
 from engine.queue import DestinationQueue
-from engine.store.queries import QueuedItem, thd_prune_batch, thd_recent_keys
+from engine.store.queries import QueuedItem, thd_find_key, thd_prune_batch, thd_recent_keys
 from engine.store.schema import ERROR, FILTERED
 
 log = logging.getLogger("radbridge.channel")
@@ -82,7 +82,7 @@ class ChannelService(Service):
         self.ack = ack or AckConfig()
         self.dedupe_cfg = dedupe or DedupeConfig()
         self.prune_cfg = prune or PruneConfig()
-        self.dedupe = DedupeIndex(self.dedupe_cfg.window)
+        self.dedupe = DedupeIndex(self.dedupe_cfg.window, self.dedupe_cfg.max_keys)
         self._waiting: dict[int, _Pending] = {}
         self._prune_call: Any = None
         for queue in queues.values():
@@ -95,7 +95,10 @@ class ChannelService(Service):
         Service.startService(self)
         if self.dedupe_cfg.enabled:
             since = time.time() - self.dedupe_cfg.window
-            keys = yield self.store.read(thd_recent_keys, self.name, since)
+            limit = self.dedupe_cfg.max_keys
+            keys = yield self.store.read(thd_recent_keys, self.name, since, limit)
+            if len(keys) >= limit:
+                self.dedupe.mark_incomplete(keys[0][4])  # older keys of the window stay in the store
             for app, facility, control_id, mid, received_at in keys:
                 self.dedupe.add((app or "", facility or "", control_id), mid, received_at)
         for queue in self.queues.values():
@@ -150,6 +153,9 @@ class ChannelService(Service):
         if dedupe and self.dedupe_cfg.enabled and values["control_id"]:
             key = (values["sending_app"] or "", values["sending_facility"] or "", values["control_id"])
             seen = self.dedupe.lookup(key, now)
+            if seen is None and not self.dedupe.covers(now):
+                # A feed busier than max_keys per window: ask the MSH-10 index (rare, synchronous).
+                seen = self.store.read_sync(thd_find_key, self.name, key, now - self.dedupe_cfg.window)
             if seen is not None:
                 if self.metrics:
                     self.metrics.duplicate(self.name)

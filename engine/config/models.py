@@ -115,6 +115,7 @@ class DedupeConfig(Strict):
 
     enabled: bool = True
     window: Duration = 86400.0
+    max_keys: int = Field(200_000, ge=1, description="keys held in memory; older ones are looked up in the store")
 
 
 class PruneConfig(Strict):

@@ -44,21 +44,42 @@ def thd_queue_stats(conn: Connection, channel: str, destination: str) -> tuple[i
     return int(row[0]), row[1]
 
 
-def thd_recent_keys(conn: Connection, channel: str, since: float) -> list[tuple[str, str, str, int, float]]:
-    """(sending app, facility, MSH-10, id, received_at) of non-error, non-duplicate messages since *since*."""
+def _originals(channel: str, since: float) -> list:
+    """Conditions of messages that count for duplicate detection."""
     m = messages.c
-    rows = conn.execute(
-        select(m.sending_app, m.sending_facility, m.control_id, m.id, m.received_at)
-        .where(
-            m.channel == channel,
-            m.received_at >= since,
-            m.status != ERROR,
-            m.duplicate_of.is_(None),
-            m.control_id.is_not(None),
-        )
+    return [
+        m.channel == channel,
+        m.received_at >= since,
+        m.status != ERROR,
+        m.duplicate_of.is_(None),
+        m.control_id.is_not(None),
+    ]
+
+
+def thd_recent_keys(
+    conn: Connection, channel: str, since: float, limit: int | None = None
+) -> list[tuple[str, str, str, int, float]]:
+    """(sending app, facility, MSH-10, id, received_at) of the newest *limit* originals since *since*, oldest first."""
+    m = messages.c
+    query = select(m.sending_app, m.sending_facility, m.control_id, m.id, m.received_at)
+    query = query.where(*_originals(channel, since)).order_by(m.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return [tuple(r) for r in reversed(conn.execute(query).all())]
+
+
+def thd_find_key(conn: Connection, channel: str, key: tuple[str, str, str], since: float) -> tuple[int, float] | None:
+    """(id, received_at) of the first original with MSH-3/4/10 *key* since *since* (MSH-10 index)."""
+    m = messages.c
+    app, facility, control_id = key
+    row = conn.execute(
+        select(m.id, m.received_at)
+        .where(m.control_id == control_id, *_originals(channel, since))
+        .where(func.coalesce(m.sending_app, "") == app, func.coalesce(m.sending_facility, "") == facility)
         .order_by(m.id)
-    )
-    return [tuple(r) for r in rows]
+        .limit(1)
+    ).first()
+    return (int(row[0]), float(row[1])) if row else None
 
 
 def thd_search(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,32 @@ def test_dedupe_keys_reloaded_at_start(sqlite_store: Store, clock: Clock, dest: 
     again = ingest(restarted, clock, orm(cid="R1"))
     assert stored(sqlite_store, again.message_id)["duplicate_of"] == first.message_id
     assert len(dest.sent) == 1
+
+
+def test_dedupe_beyond_max_keys_asks_the_store(sqlite_store: Store, clock: Clock, dest: FakeDestination) -> None:
+    """With more keys in the window than max_keys, an evicted key is still recognised through the store."""
+    svc = make_service(sqlite_store, clock, dest, dedupe=DedupeConfig(max_keys=2))
+    first = ingest(svc, clock, orm(cid="K1"))
+    ingest(svc, clock, orm(cid="K2"))
+    ingest(svc, clock, orm(cid="K3"))
+    assert len(svc.dedupe) == 2 and not svc.dedupe.covers(time.time())
+    again = ingest(svc, clock, orm(cid="K1"))
+    assert stored(sqlite_store, again.message_id)["duplicate_of"] == first.message_id
+    assert len(dest.sent) == 3
+
+
+def test_dedupe_reload_is_bounded_by_max_keys(sqlite_store: Store, clock: Clock, dest: FakeDestination) -> None:
+    """A restart loads only the newest max_keys keys and still finds older ones in the store."""
+    svc = make_service(sqlite_store, clock, dest)
+    first = ingest(svc, clock, orm(cid="M1"))
+    ingest(svc, clock, orm(cid="M2"))
+    ingest(svc, clock, orm(cid="M3"))
+    result_of(svc.stopService())
+    flush(sqlite_store, clock)
+    restarted = make_service(sqlite_store, clock, dest, dedupe=DedupeConfig(max_keys=2))
+    assert len(restarted.dedupe) == 2
+    again = ingest(restarted, clock, orm(cid="M1"))
+    assert stored(sqlite_store, again.message_id)["duplicate_of"] == first.message_id
 
 
 def test_dedupe_reload_skips_keys_outside_window(sqlite_store: Store, clock: Clock, dest: FakeDestination) -> None:
