@@ -6,10 +6,13 @@ hook and an idle timeout, nothing else. Parsing, ACKs and routing live outside.
 
 from __future__ import annotations
 
+from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import TimeoutMixin
 
 from engine.hl7.mllp import MLLPDecoder, encode_frame
+
+_PLAIN_TCP = (tcp.Server, tcp.Client)
 
 
 class MLLPProtocol(Protocol, TimeoutMixin):
@@ -66,8 +69,31 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         """Bytes outside a frame were discarded (called once per run of junk). Default: nothing."""
 
     def sendFrame(self, payload: bytes) -> None:
-        """Write *payload* as one MLLP frame in a single ``transport.write``."""
-        self.transport.write(encode_frame(payload))
+        """Write *payload* as one MLLP frame in a single ``transport.write``.
+
+        On a plain TCP transport with nothing buffered, the frame is sent at once instead of
+        on the reactor's next turn (saves two epoll changes and a turn per frame); whatever
+        the socket does not take goes through ``transport.write`` as usual, keeping order.
+        """
+        data = encode_frame(payload)
+        t = self.transport
+        if (
+            type(t) in _PLAIN_TCP
+            and t.connected
+            and not t.disconnecting
+            and not t._tempDataBuffer
+            and t.offset >= len(t.dataBuffer)
+        ):
+            try:
+                sent = t.socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # the reactor's own write path will see and report the error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        t.write(data)
 
     def timeoutConnection(self) -> None:
         """The connection was idle for ``idle_timeout`` seconds: close it."""
