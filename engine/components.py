@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from engine.store.store import Store
 
 
-@dataclass
+@dataclass(slots=True)
 class IngestResult:
     """What a source gets back for one inbound message."""
 
@@ -23,11 +24,19 @@ class IngestResult:
     reason: str = ""
 
 
+Reply = Callable[[IngestResult], None]
+#: ``done(ok, value)``: a delivery's outcome (``value`` is the response text, or the exception).
+Done = Callable[[bool, Any], None]
+
+
 class Sink(Protocol):
     """The channel side a source feeds (a ChannelService)."""
 
     def ingest(self, raw: bytes, origin: str) -> Deferred:
         """Store, process and answer one message; fires with an :class:`IngestResult`."""
+
+    def ingest_cb(self, raw: bytes, origin: str, reply: Reply) -> None:
+        """:meth:`ingest` without a Deferred: ``reply(result)`` when answered (the hot path)."""
 
     def reject(self, raw: bytes, origin: str, reason: str) -> Deferred:
         """Record input that could not even be framed (e.g. oversize); fires with an AR result."""
@@ -53,7 +62,7 @@ class DeliveryError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DeliveryInfo:
     """Ids of the delivery being sent (never PHI)."""
 
@@ -72,7 +81,11 @@ class Destination(Protocol):
         """Close connections."""
 
     def send(self, content: str, info: DeliveryInfo) -> Deferred:
-        """Deliver *content*; fires with the response text (or None), errbacks with DeliveryError."""
+        """Deliver *content*; fires with the response text (or None), errbacks with DeliveryError.
+
+        A connector may also offer ``send_cb(content, info, done)`` calling ``done(ok, value)``
+        (no Deferred per message); the queue prefers it when present.
+        """
 
 
 @dataclass

@@ -16,15 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
-from engine.components import DeliveryError, DeliveryInfo, Destination
+from engine.components import DeliveryError, DeliveryInfo, Destination, Done
 from engine.config.models import RetryConfig
 from engine.store.queries import QueuedItem, thd_load_queue, thd_queue_stats
 
 log = logging.getLogger("radbridge.queue")
 
-Done = Callable[[int, bool, str], None]
+Listener = Callable[[int, bool, str], None]
 
 
 class DestinationQueue:
@@ -58,7 +57,7 @@ class DestinationQueue:
         self.running = False
         self.retry_call: Any = None
         self.poll_call: Any = None
-        self.listeners: list[Done] = []
+        self.listeners: list[Listener] = []
         self.paused = False
         self.finished: set[int] = set()
 
@@ -101,17 +100,16 @@ class DestinationQueue:
         self.last_id = item.id
         self._pump()
 
-    def _record(self, delivery_id: int, committed: defer.Deferred) -> None:
+    def _recording(self, delivery_id: int) -> Done:
         """Until its outcome is committed, a finished delivery still reads QUEUED: never reload it."""
         self.finished.add(delivery_id)
 
-        def forget(result: Any) -> Any:
+        def committed(ok: bool, value: Any) -> None:
             self.finished.discard(delivery_id)
-            return result
+            if not ok:
+                log.error("delivery %s outcome not recorded: %s", delivery_id, type(value).__name__)
 
-        committed.addBoth(forget).addErrback(
-            lambda f: log.error("delivery %s outcome not recorded: %s", delivery_id, f.type.__name__)
-        )
+        return committed
 
     def _reload(self) -> defer.Deferred:
         d = self.store.read(thd_load_queue, self.channel, self.name, self.last_id, min(self.window, 1000))
@@ -150,7 +148,7 @@ class DestinationQueue:
             d.addCallback(stats).addErrback(lambda f: log.warning("queue poll failed: %s", f.getErrorMessage()))
         self._schedule_poll()
 
-    # -- sending ---------------------------------------------------------
+    # -- sending ----------------------------------------------------------
     def _pump(self) -> None:
         if self.busy or not self.running or self.paused or self.retry_call is not None:
             return
@@ -162,26 +160,39 @@ class DestinationQueue:
         self.busy = True
         attempt = item.attempts + 1
         started = time.perf_counter()
-        d = defer.maybeDeferred(self.connector.send, item.content, DeliveryInfo(item.id, item.message_id, attempt))
-        d.addCallbacks(
-            lambda resp: self._sent(item, attempt, resp, started),
-            lambda f: self._failed(item, attempt, f, started),
-        )
-        d.addErrback(lambda f: log.error("queue %s/%s internal error: %s", self.channel, self.name, f.getTraceback()))
+        info = DeliveryInfo(item.id, item.message_id, attempt)
+
+        def done(ok: bool, value: Any) -> None:
+            try:
+                if ok:
+                    self._sent(item, attempt, value, started)
+                else:
+                    self._failed(item, attempt, value, started)
+            except Exception:  # noqa: BLE001 - keep the queue's own bugs visible, not silent
+                log.exception("queue %s/%s internal error", self.channel, self.name)
+
+        send_cb = getattr(self.connector, "send_cb", None)
+        if send_cb is not None:
+            try:
+                send_cb(item.content, info, done)
+            except Exception as exc:  # noqa: BLE001 - a connector bug counts as a failed attempt
+                done(False, exc)
+            return
+        d = defer.maybeDeferred(self.connector.send, item.content, info)
+        d.addCallbacks(lambda resp: done(True, resp), lambda f: done(False, f.value))
 
     def _sent(self, item: QueuedItem, attempt: int, response: str | None, started: float) -> None:
         self.busy = False
         if self.metrics:
             self.metrics.delivery_time(self.channel, self.name, time.perf_counter() - started)
             self.metrics.sent(self.channel, self.name)
-        self._record(
-            item.id, self.store.writer.mark_done(item.id, ok=True, response=response, attempts=attempt, lazy=True)
+        self.store.writer.mark_done_cb(
+            item.id, self._recording(item.id), ok=True, response=response, attempts=attempt, lazy=True
         )
         self._complete(item, True, "")
 
-    def _failed(self, item: QueuedItem, attempt: int, failure: Failure, started: float) -> None:
+    def _failed(self, item: QueuedItem, attempt: int, exc: BaseException, started: float) -> None:
         self.busy = False
-        exc = failure.value
         reason = exc.reason if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
         response = exc.response if isinstance(exc, DeliveryError) else None
         final = attempt >= self.retry.max_attempts
@@ -199,8 +210,9 @@ class DestinationQueue:
             )  # fmt: skip
             if self.metrics:
                 self.metrics.errored(self.channel, "delivery")
-            done = self.store.writer.mark_done(item.id, ok=False, response=response, attempts=attempt, error=reason)
-            self._record(item.id, done)
+            self.store.writer.mark_done_cb(
+                item.id, self._recording(item.id), ok=False, response=response, attempts=attempt, error=reason
+            )
             self._complete(item, False, reason)
             return
         delay = self.retry.delay(attempt)

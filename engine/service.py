@@ -10,12 +10,12 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 
-from engine.components import IngestResult, Source
+from engine.components import IngestResult, Reply, Source
 from engine.config.models import AckConfig, DedupeConfig, PruneConfig
 from engine.dedupe import DedupeIndex
 from engine.hl7.ack import AckPolicy, ack_policy, build_ack
 from engine.hl7.charset import CharsetError, decode_message
-from engine.hl7.message import HL7Error, HL7Message
+from engine.hl7.message import HL7Error, HL7Message, unescape
 from engine.pipeline import CompiledChannel, run_pipeline
 from engine.queue import DestinationQueue
 from engine.store.queries import QueuedItem, thd_find_key, thd_prune_batch, thd_recent_keys
@@ -23,7 +23,6 @@ from engine.store.schema import ERROR, FILTERED
 
 log = logging.getLogger("radbridge.channel")
 ORIGINAL = AckPolicy(enhanced=False)
-_LIMITS = {"control_id": 64, "sending_app": 180, "sending_facility": 180, "message_type": 32, "patient_id": 64}
 
 
 @dataclass
@@ -32,26 +31,36 @@ class _Pending:
 
     remaining: set[int]
     failures: list[str]
-    deferred: defer.Deferred
+    reply: Reply
     timeout: Any = None
     finish: Any = None
 
 
 def header_values(msg: HL7Message) -> dict[str, Any]:
-    """Indexed header values (ids only; truncated to the column sizes)."""
-    values = {
-        "control_id": msg.get("MSH-10"),
-        "sending_app": msg.get("MSH-3", raw=True),
-        "sending_facility": msg.get("MSH-4", raw=True),
-        "message_type": msg.message_type,
-        "patient_id": msg.get("PID-3[1].1"),
-        "accession": msg.get("IPC-1.1") or msg.get("OBR-18.1") or None,
+    """Indexed header values (ids only; truncated to the column sizes).
+
+    Read from one split of MSH (the same values as ``msg.get("MSH-10")``, ``msg.message_type``
+    ...); this runs for every inbound message.
+    """
+    fields = msg.msh_fields()
+    n = len(fields)
+    enc = msg.enc
+    control_id = unescape(fields[10], enc) if n > 10 else ""
+    message_type = ""
+    if n > 9 and fields[9]:
+        parts = fields[9].split(enc[1], 1)[0].split(enc[0], 2)
+        message_type = unescape(parts[0], enc)
+        if len(parts) > 1 and parts[1]:
+            message_type = f"{message_type}^{unescape(parts[1], enc)}"
+    accession = msg.get("IPC-1.1") or msg.get("OBR-18.1")
+    return {
+        "control_id": control_id[:64] or None,
+        "sending_app": (fields[3] if n > 3 else "")[:180] or None,
+        "sending_facility": (fields[4] if n > 4 else "")[:180] or None,
+        "message_type": message_type[:32] or None,
+        "patient_id": msg.get("PID-3[1].1")[:64] or None,
+        "accession": accession[:64] or None,
     }
-    for key, limit in _LIMITS.items():
-        values[key] = values[key][:limit] or None
-    if values["accession"]:
-        values["accession"] = values["accession"][:64]
-    return values
 
 
 class ChannelService(Service):
@@ -124,12 +133,34 @@ class ChannelService(Service):
     # -- the hot path ----------------------------------------------------
     def ingest(
         self, raw: bytes, origin: str, *, text: str | None = None, parent_id: int | None = None, dedupe: bool = True
-    ):
+    ) -> defer.Deferred:
         """Store, process and answer one inbound message; fires with an :class:`IngestResult`."""
+        d: defer.Deferred = defer.Deferred()
+        try:
+            self.ingest_cb(raw, origin, d.callback, text=text, parent_id=parent_id, dedupe=dedupe)
+        except Exception:  # noqa: BLE001 - a bug surfaces as the Deferred's failure
+            d.errback()
+        return d
+
+    def ingest_cb(
+        self,
+        raw: bytes,
+        origin: str,
+        reply: Reply,
+        *,
+        text: str | None = None,
+        parent_id: int | None = None,
+        dedupe: bool = True,
+    ) -> None:
+        """:meth:`ingest` for sources on the hot path: ``reply(IngestResult)`` once there is an answer.
+
+        ``reply`` may be called before this returns (a store failure) or later (after COMMIT).
+        """
         started = time.perf_counter()
         now = time.time()
-        if self.metrics:
-            self.metrics.received(self.name)
+        metrics = self.metrics
+        if metrics:
+            metrics.received(self.name)
         codec = "utf-8"
         try:
             if text is None:
@@ -137,17 +168,12 @@ class ChannelService(Service):
             msg = HL7Message(text)
         except (CharsetError, HL7Error) as exc:
             stage = "charset" if isinstance(exc, CharsetError) else "parse"
-            return self._store_failure(raw, origin, now, stage, str(exc), started, codec, text)
-        values = {
-            "channel": self.name,
-            "received_at": now,
-            "charset": codec,
-            "origin": origin[:255],
-            "raw": raw,
-            "duplicate_of": None,
-            "parent_id": parent_id,
-            **header_values(msg),
-        }
+            self._store_failure(raw, origin, now, stage, str(exc), started, codec, text, reply)
+            return
+        values = header_values(msg)
+        values.update(
+            channel=self.name, received_at=now, charset=codec, origin=origin[:255], raw=raw, parent_id=parent_id
+        )
         policy = ack_policy(msg)
         key = None
         if dedupe and self.dedupe_cfg.enabled and values["control_id"]:
@@ -157,44 +183,52 @@ class ChannelService(Service):
                 # A feed busier than max_keys per window: ask the MSH-10 index (rare, synchronous).
                 seen = self.store.read_sync(thd_find_key, self.name, key, now - self.dedupe_cfg.window)
             if seen is not None:
-                if self.metrics:
-                    self.metrics.duplicate(self.name)
-                values.update(
-                    status=FILTERED,
-                    transformed=None,
-                    error=None,
-                    duplicate_of=seen[0],
-                    filter_info=f"duplicate of message {seen[0]} (same MSH-3/4/10 within the dedupe window)",
-                )
-                d = self.store.writer.store_message(values, [])
-                return d.addCallbacks(
-                    lambda ids: self._answer(msg, policy, "accept", "", ids[0], started, codec),
-                    lambda f: self._store_failed(msg, policy, f, started, codec, None),
-                )
+                self._store_duplicate(msg, policy, values, seen[0], started, codec, reply)
+                return
             self.dedupe.add(key, None, now)
         result = run_pipeline(msg, self.compiled)
         values.update(
-            status=result.status, transformed=result.transformed, filter_info=result.filter_info, error=result.error
-        )
-        d = self.store.writer.store_message(values, result.outputs)
-        return d.addCallbacks(
-            lambda ids: self._committed(msg, policy, result, ids, key, now, started, codec),
-            lambda f: self._store_failed(msg, policy, f, started, codec, key),
+            status=result.status,
+            transformed=result.transformed,
+            filter_info=result.filter_info,
+            error=result.error,
+            duplicate_of=None,
         )
 
-    def _committed(self, msg, policy, result, ids, key, now, started, codec):
+        def stored(ok: bool, ids: Any) -> None:
+            if ok:
+                self._committed(msg, policy, result, ids, key, now, started, codec, reply)
+            else:
+                reply(self._store_failed(msg, policy, ids, started, codec, key))
+
+        self.store.writer.store_message_cb(values, result.outputs, stored)
+
+    def _store_duplicate(self, msg, policy, values, original: int, started, codec, reply: Reply) -> None:
+        if self.metrics:
+            self.metrics.duplicate(self.name)
+        values.update(
+            status=FILTERED,
+            transformed=None,
+            error=None,
+            duplicate_of=original,
+            filter_info=f"duplicate of message {original} (same MSH-3/4/10 within the dedupe window)",
+        )
+
+        def stored(ok: bool, ids: Any) -> None:
+            if ok:
+                reply(self._answer(msg, policy, "accept", "", ids[0], started, codec))
+            else:
+                reply(self._store_failed(msg, policy, ids, started, codec, None))
+
+        self.store.writer.store_message_cb(values, [], stored)
+
+    def _committed(self, msg, policy, result, ids, key, now, started, codec, reply: Reply) -> None:
         mid, delivery_ids = ids
         if key is not None:
             if result.status == ERROR:
                 self.dedupe.forget(key)
             else:
                 self.dedupe.add(key, mid, now)
-        waiting = None
-        if self.ack.mode == "after_delivery" and delivery_ids:
-            # Wait before the handoff: a destination may complete synchronously inside it.
-            waiting = self._wait_for_delivery(msg, policy, mid, delivery_ids, started, codec)
-        for (dest, content), did in zip(result.outputs, delivery_ids):
-            self.queues[dest].handoff(QueuedItem(did, mid, content, 0, now))
         if result.status == ERROR:
             if self.metrics:
                 self.metrics.errored(self.name, result.error_stage or "pipeline")
@@ -203,13 +237,25 @@ class ChannelService(Service):
                 "channel %s message %s (MSH-10 %s) errored at %s", self.name, mid, msg.control_id, result.error_stage
             )
             log.debug("channel %s message %s error: %s", self.name, mid, result.error)
-            return self._answer(msg, policy, "error", result.error or "", mid, started, codec)
+            reply(self._answer(msg, policy, "error", result.error or "", mid, started, codec))
+            return
         if result.status == FILTERED and self.metrics:
             self.metrics.filtered(self.name)
-        log.debug("channel %s stored message %s (MSH-10 %s) %s", self.name, mid, msg.control_id, result.status)
-        if waiting is not None:
-            return waiting
-        return self._answer(msg, policy, "accept", "", mid, started, codec)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("channel %s stored message %s (MSH-10 %s) %s", self.name, mid, msg.control_id, result.status)
+        if self.ack.mode == "after_delivery" and delivery_ids:
+            # Wait before the handoff: a destination may complete synchronously inside it.
+            self._wait_for_delivery(msg, policy, mid, delivery_ids, started, codec, reply)
+            self._handoff(result.outputs, delivery_ids, mid, now)
+            return
+        # ACK first: the sender is waiting for it; the deliveries are already durable.
+        reply(self._answer(msg, policy, "accept", "", mid, started, codec))
+        self._handoff(result.outputs, delivery_ids, mid, now)
+
+    def _handoff(self, outputs, delivery_ids, mid, now) -> None:
+        queues = self.queues
+        for (dest, content), did in zip(outputs, delivery_ids):
+            queues[dest].handoff(QueuedItem(did, mid, content, 0, now))
 
     def _answer(self, msg, policy, outcome, reason, mid, started, codec) -> IngestResult:
         code = policy.code_for(outcome)
@@ -221,18 +267,18 @@ class ChannelService(Service):
                 self.metrics.ack_sent(self.name, code)
         if self.metrics:
             self.metrics.processed(self.name, time.perf_counter() - started)
-        return IngestResult(code=code, ack=ack, message_id=mid, reason=reason)
+        return IngestResult(code, ack, mid, reason)
 
-    def _store_failed(self, msg, policy, failure, started, codec, key) -> IngestResult:
+    def _store_failed(self, msg, policy, exc, started, codec, key) -> IngestResult:
         if key is not None:
             self.dedupe.forget(key)
         if self.metrics:
             self.metrics.errored(self.name, "store")
-        log.error("channel %s could not store MSH-10 %s: %s", self.name, msg.control_id, failure.type.__name__)
-        log.debug("channel %s store failure: %s", self.name, failure.getErrorMessage())
+        log.error("channel %s could not store MSH-10 %s: %s", self.name, msg.control_id, type(exc).__name__)
+        log.debug("channel %s store failure: %s", self.name, exc)
         return self._answer(msg, policy, "reject", "message could not be stored; send it again", None, started, codec)
 
-    def _store_failure(self, raw, origin, now, stage, reason, started, codec, text) -> defer.Deferred:
+    def _store_failure(self, raw, origin, now, stage, reason, started, codec, text, reply: Reply) -> None:
         """Unreadable input: store it as ERROR, then answer AR with the reason."""
         if self.metrics:
             self.metrics.errored(self.name, stage)
@@ -244,45 +290,49 @@ class ChannelService(Service):
             "sending_facility": None, "message_type": None, "patient_id": None, "accession": None,
         }  # fmt: skip
 
-        def answer(mid: int | None) -> IngestResult:
+        def answer(ok: bool, ids: Any) -> None:
+            mid = ids[0] if ok else None
             log.warning("channel %s message %s rejected at %s: %s", self.name, mid, stage, reason)
             ack = build_ack(None, "AR", reason=reason, raw_header=header)
             if self.metrics:
                 self.metrics.ack_sent(self.name, "AR")
                 self.metrics.processed(self.name, time.perf_counter() - started)
-            return IngestResult(code="AR", ack=ack.encode("latin-1", errors="replace"), message_id=mid, reason=reason)
+            reply(IngestResult("AR", ack.encode("latin-1", errors="replace"), mid, reason))
 
-        d = self.store.writer.store_message(values, [])
-        return d.addCallbacks(lambda ids: answer(ids[0]), lambda f: answer(None))
+        self.store.writer.store_message_cb(values, [], answer)
 
     def reject(self, raw: bytes, origin: str, reason: str) -> defer.Deferred:
         """Record input that could not be framed (e.g. oversize) and answer AR."""
         if self.metrics:
             self.metrics.received(self.name)
-        return self._store_failure(raw, origin, time.time(), "framing", reason, time.perf_counter(), "latin-1", None)
+        d: defer.Deferred = defer.Deferred()
+        self._store_failure(
+            raw, origin, time.time(), "framing", reason, time.perf_counter(), "latin-1", None, d.callback
+        )
+        return d
 
     # -- after_delivery --------------------------------------------------
-    def _wait_for_delivery(self, msg, policy, mid, delivery_ids, started, codec) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        pending = _Pending(set(delivery_ids), [], d)
+    def _wait_for_delivery(self, msg, policy, mid, delivery_ids, started, codec, reply: Reply) -> None:
+        pending = _Pending(set(delivery_ids), [], reply)
 
         def expire() -> None:
             for did in pending.remaining:
                 self._waiting.pop(did, None)
             reason = f"delivery not confirmed within {self.ack.delivery_timeout:g}s (message stays queued)"
-            d.callback(self._answer(msg, policy, "error", reason, mid, started, codec))
+            reply(self._answer(msg, policy, "error", reason, mid, started, codec))
 
         pending.timeout = self.reactor.callLater(self.ack.delivery_timeout, expire)
         for did in delivery_ids:
             self._waiting[did] = pending
-        pending.finish = lambda: d.callback(
+        pending.finish = lambda: reply(
             self._answer(
                 msg, policy, "error" if pending.failures else "accept", "; ".join(pending.failures), mid, started, codec
             )
         )
-        return d
 
     def _delivery_done(self, delivery_id: int, ok: bool, reason: str) -> None:
+        if not self._waiting:
+            return
         pending = self._waiting.pop(delivery_id, None)
         if pending is None:
             return

@@ -11,6 +11,7 @@ surface as :class:`TemplateCompileError` with the line number.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -36,10 +37,50 @@ class TemplateCompileError(ValueError):
         return f"{where}: {self.message}"
 
 
+class MappingSandbox(SandboxedEnvironment):
+    """Jinja's sandbox, remembering which (type, attribute) pairs it has already found safe.
+
+    The stock checks (:meth:`is_safe_attribute`, ``is_internal_attribute``) depend only on the
+    object's type and the attribute's name, so the answer is cached per pair; ``format`` and
+    ``format_map`` are never cached (the sandbox wraps ``str.format`` by value), and calls are
+    still checked on every call. A subclass whose ``is_safe_attribute`` looks at values must
+    set ``cache_attributes = False``.
+    """
+
+    cache_attributes = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe_attributes: set[tuple[type, str]] = set()
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute`` under the sandbox's rules; a known-safe pair skips the checks."""
+        if (type(obj), attribute) in self._safe_attributes:
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
+        value = super().getattr(obj, attribute)
+        if (
+            self.cache_attributes
+            and attribute not in _UNCACHED
+            and not isinstance(value, jinja2.Undefined)
+            and hasattr(obj, attribute)
+            and self.is_safe_attribute(obj, attribute, value)
+            and len(self._safe_attributes) < _CACHE_LIMIT
+        ):
+            self._safe_attributes.add((type(obj), attribute))
+        return value
+
+
+_UNCACHED = frozenset({"format", "format_map"})
+_CACHE_LIMIT = 4096
+
+
 def make_environment(search_paths: list[str] | None = None) -> SandboxedEnvironment:
     """A sandboxed, strict Jinja environment loading from *search_paths*, then the stock templates."""
     paths = [*(search_paths or []), str(STOCK_TEMPLATES)]
-    env = SandboxedEnvironment(
+    env = MappingSandbox(
         loader=jinja2.FileSystemLoader(paths),
         undefined=jinja2.StrictUndefined,
         autoescape=False,

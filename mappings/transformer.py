@@ -64,8 +64,9 @@ def _template_line(exc: BaseException, filename: str | None) -> int | None:
 
 def normalise_hl7(text: str) -> str:
     """Join rendered lines with CR as HL7 segments, dropping blank lines; ``""`` if nothing is left."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\r".join(line for line in lines if line.strip()).strip()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "\r".join([line for line in text.split("\n") if line.strip()]).strip()
 
 
 class JinjaTransformer:
@@ -81,12 +82,26 @@ class JinjaTransformer:
             raise ValueError(f"output must be 'hl7' or 'text', not {output!r}")
         self.template = template
         self.output = output
+        # ``Template.render`` copies the template's globals (a ChainMap) into a new dict on every
+        # call; a flat copy made once renders the same context for a fraction of the cost.
+        self._globals = dict(template.globals)
+
+    def render(self, variables: dict[str, Any]) -> str:
+        """``template.render(variables)`` without re-flattening the globals each time."""
+        template = self.template
+        env = template.environment
+        ctx = env.context_class(env, {**self._globals, **variables}, template.name, template.blocks, self._globals)
+        try:
+            return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+        except Exception:
+            env.handle_exception()  # re-raises with the template's lines in the traceback
+            raise
 
     def transform(self, msg: HL7Message, context: dict[str, Any]) -> str | None:
         """Render the template for *msg*; ``None`` when the result is empty."""
         variables = {**context, "msg": msg, "raw": msg.text, "channel": context.get("channel", "")}
         try:
-            rendered = self.template.render(variables)
+            rendered = self.render(variables)
         except Exception as exc:
             name = self.template.filename or self.template.name
             lineno = _template_line(exc, self.template.filename)

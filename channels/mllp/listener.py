@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
 
 from channels.mllp.protocol import MLLPProtocol
 from channels.mllp.tls import TLSServerConfig, server_context
@@ -83,8 +84,16 @@ class MLLPServerProtocol(MLLPProtocol):
             return
         self.busy = True
         payload = self.pending.popleft()
-        d = defer.maybeDeferred(self.factory.sink.ingest, payload, self.origin)
-        d.addCallbacks(self._answered, self._crashed)
+        sink = self.factory.sink
+        fast = getattr(sink, "ingest_cb", None)
+        if fast is None:
+            d = defer.maybeDeferred(sink.ingest, payload, self.origin)
+            d.addCallbacks(self._answered, self._crashed)
+            return
+        try:
+            fast(payload, self.origin, self._answered)
+        except Exception:  # noqa: BLE001 - a bug in the channel must not kill the reactor
+            self._crashed(Failure())
 
     def _answered(self, result: IngestResult) -> None:
         self.busy = False

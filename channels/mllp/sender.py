@@ -11,11 +11,11 @@ from twisted.internet.protocol import Factory
 
 from channels.mllp.protocol import MLLPProtocol
 from channels.mllp.tls import TLSClientConfig, client_context
-from engine.components import BuildContext, DeliveryError, DeliveryInfo
+from engine.components import BuildContext, DeliveryError, DeliveryInfo, Done
 from engine.config.models import ComponentConfig, Duration
 from engine.hl7.ack import parse_ack
 from engine.hl7.charset import CharsetError, codec_for
-from engine.hl7.message import HL7Error, HL7Message
+from engine.hl7.message import unescape
 
 log = logging.getLogger("radbridge.mllp")
 ACCEPTED = ("AA", "CA")
@@ -36,9 +36,11 @@ class MLLPSenderConfig(ComponentConfig):
 
 
 class _SenderProtocol(MLLPProtocol):
-    """Client side: at most one request outstanding."""
+    """Client side: at most one request outstanding (``waiting`` gets ``(ok, payload or error)``)."""
 
-    waiting: defer.Deferred | None = None
+    waiting: Done | None = None
+    deadline: float = 0.0
+    timer: Any = None
 
     def connectionMade(self) -> None:
         """Disable Nagle: one small frame each way per message."""
@@ -48,9 +50,9 @@ class _SenderProtocol(MLLPProtocol):
 
     def frameReceived(self, payload: bytes) -> None:
         """Hand the response to the waiting request."""
-        d, self.waiting = self.waiting, None
-        if d is not None:
-            d.callback(payload)
+        done, self.waiting = self.waiting, None
+        if done is not None:
+            done(True, payload)
 
     def frameTooLong(self) -> None:
         """An oversize response fails the request."""
@@ -60,12 +62,15 @@ class _SenderProtocol(MLLPProtocol):
     def connectionLost(self, reason: object = None) -> None:
         """Fail the request in flight."""
         super().connectionLost(reason)
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
         self._fail("connection closed before the ACK arrived")
 
     def _fail(self, why: str) -> None:
-        d, self.waiting = self.waiting, None
-        if d is not None:
-            d.errback(DeliveryError(why))
+        done, self.waiting = self.waiting, None
+        if done is not None:
+            done(False, DeliveryError(why))
 
 
 class MLLPSender:
@@ -115,42 +120,62 @@ class MLLPSender:
 
     def encode(self, content: str) -> tuple[bytes, str]:
         """The bytes to send (MSH-18 or the configured charset) and the MSH-10 sent."""
-        try:
-            msg = HL7Message(content)
-            control_id = msg.control_id
-            codec = codec_for(msg.charset) if msg.charset else self.config.charset
-        except (HL7Error, CharsetError):
-            control_id, codec = "", self.config.charset
+        control_id, charset = outbound_header(content)
+        codec = self.config.charset
+        if charset:
+            try:
+                codec = codec_for(charset)
+            except CharsetError:
+                pass  # an unknown MSH-18: the configured charset (strict encoding still applies)
         return content.encode(codec, errors="strict"), control_id
 
     def send(self, content: str, info: DeliveryInfo) -> defer.Deferred:
         """Send one message and check its ACK; errback DeliveryError to retry."""
+        d: defer.Deferred = defer.Deferred()
+
+        def done(ok: bool, value: Any) -> None:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+
+        self.send_cb(content, info, done)
+        return d
+
+    def send_cb(self, content: str, info: DeliveryInfo, done: Done) -> None:
+        """:meth:`send` without a Deferred: ``done(True, ack_text)`` or ``done(False, DeliveryError)``."""
         try:
             payload, control_id = self.encode(content)
         except UnicodeEncodeError as exc:
-            return defer.fail(DeliveryError(f"cannot encode message: {exc.reason}"))
+            done(False, DeliveryError(f"cannot encode message: {exc.reason}"))
+            return
         proto = self.proto
         if proto is not None and proto.transport is not None and proto.transport.connected:
-            return self._request(proto, payload, control_id)  # the common case: no extra Deferred hop
-        return self._connected().addCallback(self._request, payload, control_id)
+            self._request(proto, payload, control_id, done)  # the common case: no Deferred at all
+            return
+        self._connected().addCallbacks(
+            lambda p: self._request(p, payload, control_id, done), lambda f: done(False, f.value)
+        )
 
-    def _request(self, proto: _SenderProtocol, payload: bytes, control_id: str) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        proto.waiting = d
-        timer = self.reactor.callLater(self.config.response_timeout, self._timeout, proto, d)
+    def _request(self, proto: _SenderProtocol, payload: bytes, control_id: str, done: Done) -> None:
+        def answered(ok: bool, value: Any) -> None:
+            if not ok:
+                done(False, value)
+                return
+            try:
+                text = self._check(proto, value, control_id)
+            except DeliveryError as exc:
+                done(False, exc)
+                return
+            done(True, text)
+
+        proto.waiting = answered
+        # One timer per connection, re-armed lazily: no DelayedCall created and cancelled per message.
+        timeout = self.config.response_timeout
+        proto.deadline = self.reactor.seconds() + timeout
+        if proto.timer is None or not proto.timer.active():
+            proto.timer = self.reactor.callLater(timeout, self._check_deadline, proto)
         proto.sendFrame(payload)
-
-        def answered(raw: bytes) -> str:
-            if timer.active():
-                timer.cancel()
-            return self._check(proto, raw, control_id)
-
-        def failed(f: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return f
-
-        return d.addCallbacks(answered, failed)
 
     def _check(self, proto: _SenderProtocol, raw: bytes, control_id: str) -> str:
         """Accept AA/CA whose MSA-2 is the sent MSH-10; raise DeliveryError otherwise."""
@@ -169,11 +194,17 @@ class MLLPSender:
             raise DeliveryError(f"downstream answered {code}: {reason}".rstrip(": "), text, code)
         return text
 
-    def _timeout(self, proto: _SenderProtocol, d: defer.Deferred) -> None:
-        if proto.waiting is d:
-            proto.waiting = None
-            d.errback(DeliveryError(f"no ACK within {self.config.response_timeout:g}s"))
-            self._drop(proto)
+    def _check_deadline(self, proto: _SenderProtocol) -> None:
+        proto.timer = None
+        if proto.waiting is None:
+            return  # idle: the next request arms the timer again
+        left = proto.deadline - self.reactor.seconds()
+        if left > 0:
+            proto.timer = self.reactor.callLater(left, self._check_deadline, proto)
+            return
+        done, proto.waiting = proto.waiting, None
+        done(False, DeliveryError(f"no ACK within {self.config.response_timeout:g}s"))
+        self._drop(proto)
 
     def _drop(self, proto: _SenderProtocol) -> None:
         """Close a connection whose request/response pairing can no longer be trusted."""
@@ -181,3 +212,20 @@ class MLLPSender:
             proto.transport.loseConnection()
         if self.proto is proto:
             self.proto = None
+
+
+def outbound_header(content: str) -> tuple[str, str]:
+    """(MSH-10, MSH-18 first repetition) of an outbound message, unescaped; ``("", "")`` if it has no MSH."""
+    if not content.startswith("MSH") or len(content) < 8:
+        return "", ""
+    sep = content[3]
+    end = len(content)
+    for terminator in ("\r", "\n"):
+        i = content.find(terminator, 0, end)
+        if i >= 0:
+            end = i
+    fields = content[:end].split(sep)  # fields[k] is MSH-(k+1)
+    enc = fields[1] if len(fields) > 1 and len(fields[1]) >= 4 else "^~\\&"
+    control_id = unescape(fields[9], enc) if len(fields) > 9 else ""
+    charset = unescape(fields[17].split(enc[1], 1)[0], enc) if len(fields) > 17 else ""
+    return control_id, charset

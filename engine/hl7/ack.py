@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.hl7.message import HL7Error, HL7Message, escape
+from engine.hl7.message import HL7Error, HL7Message, escape, unescape
 
 #: HL7 table 0357 (message error condition codes).
 TABLE_0357: dict[str, str] = {
@@ -165,10 +165,17 @@ class AckPolicy:
         return ("C" if self.enhanced else "A") + letter
 
 
+ORIGINAL_MODE = AckPolicy(enhanced=False)
+
+
 def ack_policy(msg: HL7Message) -> AckPolicy:
     """Read MSH-15/16: enhanced mode when MSH-15 is valued, original mode otherwise."""
-    accept = msg.get("MSH-15").strip().upper()
-    application = msg.get("MSH-16").strip().upper()
+    fields = msg.msh_fields()
+    n, enc = len(fields), msg.enc
+    accept = unescape(fields[15], enc).strip().upper() if n > 15 else ""
+    application = unescape(fields[16], enc).strip().upper() if n > 16 else ""
+    if not accept and not application:
+        return ORIGINAL_MODE  # the common case: original acknowledgement mode
     return AckPolicy(enhanced=bool(accept), accept=accept, application=application)
 
 

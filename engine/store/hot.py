@@ -7,6 +7,7 @@ once for the dialect and executed with positional parameters costs ~55 µs
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Engine, bindparam
@@ -29,11 +30,18 @@ class HotStatement:
         self.sql = compiled.string
         self.positional = bool(compiled.positional)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ()) if self.positional else ()
+        if len(self.names) > 1:
+            self._pick: Any = itemgetter(*self.names)
+        elif self.names:
+            name = self.names[0]
+            self._pick = lambda values: (values[name],)
+        else:
+            self._pick = lambda values: ()
 
     def params(self, values: dict[str, Any]) -> Any:
         """Parameters in the form the DBAPI driver expects."""
         if self.positional:
-            return tuple(values[n] for n in self.names)
+            return self._pick(values)
         return values
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, delete, exists, func, or_, select, text, update
 
 from engine.store.schema import ERROR, QUEUED, deliveries, messages
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueuedItem:
     """A delivery waiting in a destination queue."""
 
@@ -21,12 +21,23 @@ class QueuedItem:
     created_at: float
 
 
+#: ``status = 'QUEUED'`` as a literal: only then can SQLite (and PostgreSQL's generic plans) use
+#: the partial index ``ix_deliveries_queued``.
+QUEUED_ONLY = text("deliveries.status = 'QUEUED'")
+
+
+def delivery_content():
+    """A delivery's outbound text: its own, or the message's ``transformed`` text when shared (NULL)."""
+    shared = select(messages.c.transformed).where(messages.c.id == deliveries.c.message_id).scalar_subquery()
+    return func.coalesce(deliveries.c.content, shared)
+
+
 def thd_load_queue(conn: Connection, channel: str, destination: str, after_id: int = 0, limit: int = 1000):
     """QUEUED deliveries of one destination in FIFO order, after *after_id*."""
     d = deliveries.c
     rows = conn.execute(
-        select(d.id, d.message_id, d.content, d.attempts, d.created_at)
-        .where(d.channel == channel, d.destination == destination, d.status == QUEUED, d.id > after_id)
+        select(d.id, d.message_id, delivery_content(), d.attempts, d.created_at)
+        .where(d.channel == channel, d.destination == destination, QUEUED_ONLY, d.id > after_id)
         .order_by(d.id)
         .limit(limit)
     )
@@ -38,7 +49,7 @@ def thd_queue_stats(conn: Connection, channel: str, destination: str) -> tuple[i
     d = deliveries.c
     row = conn.execute(
         select(func.count(), func.min(d.created_at)).where(
-            d.channel == channel, d.destination == destination, d.status == QUEUED
+            d.channel == channel, d.destination == destination, QUEUED_ONLY
         )
     ).one()
     return int(row[0]), row[1]
@@ -135,10 +146,13 @@ def thd_get_message(conn: Connection, message_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     out = dict(row._mapping)
-    out["deliveries"] = [
-        dict(r._mapping)
-        for r in conn.execute(select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id))
-    ]
+    out["deliveries"] = []
+    query = select(deliveries).where(deliveries.c.message_id == message_id).order_by(deliveries.c.id)
+    for r in conn.execute(query):
+        delivery = dict(r._mapping)
+        if delivery["content"] is None:  # shared with the message (see Writer.store_message_cb)
+            delivery["content"] = out["transformed"]
+        out["deliveries"].append(delivery)
     return out
 
 

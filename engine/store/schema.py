@@ -60,13 +60,22 @@ deliveries = Table(
     Column("channel", String(64), nullable=False),
     Column("destination", String(64), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("content", Text, nullable=False),
+    Column("content", Text),  # NULL: the same text as messages.transformed
     Column("response", Text),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float),
     Column("sent_at", Float),
-    Index("ix_deliveries_queue", "channel", "destination", "status", "id"),
+    # Only QUEUED rows: a delivery leaves the index when it is SENT (queries must say status = 'QUEUED'
+    # literally, see queries.QUEUED_ONLY, or the planner cannot use a partial index).
+    Index(
+        "ix_deliveries_queued",
+        "channel",
+        "destination",
+        "id",
+        sqlite_where=text("status = 'QUEUED'"),
+        postgresql_where=text("status = 'QUEUED'"),
+    ),
     Index("ix_deliveries_message", "message_id"),
 )

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import func, inspect, select
+from sqlalchemy.dialects import sqlite
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from engine.store.db import current_revision, make_engine, normalise_url
+from engine.store.db import alembic_config, current_revision, make_engine, normalise_url, upgrade
 from engine.store.queries import (
+    QUEUED_ONLY,
     QueuedItem,
     thd_counts,
     thd_get_message,
@@ -31,6 +34,7 @@ from engine.store.store import Store
 from tests.engine.conftest import has_result, message_values, result_of
 
 T0 = 1_700_000_000.0
+HEAD = "0002"
 
 
 def store_one(store: Store, clock: Clock, outputs: list[tuple[str, str]] | None = None, **values: Any):
@@ -53,14 +57,14 @@ def delivery(store: Store, did: int) -> dict[str, Any]:
 
 
 def test_migrations_create_tables(any_store: Store) -> None:
-    """Opening a Store runs the migrations: revision 0001 with messages and deliveries tables."""
-    assert current_revision(any_store.engine) == "0001"
+    """Opening a Store runs the migrations: the head revision with messages and deliveries tables."""
+    assert current_revision(any_store.engine) == HEAD
     names = set(inspect(any_store.engine).get_table_names())
     assert {"messages", "deliveries", "alembic_version"} <= names
 
 
 def test_upgrade_is_idempotent(store_url: str, clock: Clock) -> None:
-    """Opening a second Store on a migrated database keeps revision 0001 and the data."""
+    """Opening a second Store on a migrated database keeps the head revision and the data."""
     first = Store(store_url, clock, writer_mode="inline")
     first.start()
     store_one(first, clock)
@@ -68,7 +72,7 @@ def test_upgrade_is_idempotent(store_url: str, clock: Clock) -> None:
     clock.advance(0)
     second = Store(store_url, clock, writer_mode="inline")
     try:
-        assert current_revision(second.engine) == "0001"
+        assert current_revision(second.engine) == HEAD
         assert count(second, messages) == 1
     finally:
         second.engine.dispose()
@@ -387,3 +391,66 @@ def test_normalise_url() -> None:
     assert normalise_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_delivery_sharing_the_transformed_text_stores_it_once(any_store: Store, clock: Clock) -> None:
+    """A delivery whose content is the message's transformed text stores NULL; queue and show read it back."""
+    mid, (same, own) = store_one(any_store, clock, [("a", "OUT"), ("b", "OTHER")], transformed="OUT")
+    assert delivery(any_store, same)["content"] is None
+    assert delivery(any_store, own)["content"] == "OTHER"
+    assert [i.content for i in any_store.read_sync(thd_load_queue, "ch", "a")] == ["OUT"]
+    assert [i.content for i in any_store.read_sync(thd_load_queue, "ch", "b")] == ["OTHER"]
+    shown = any_store.read_sync(thd_get_message, mid)
+    assert [d["content"] for d in shown["deliveries"]] == ["OUT", "OTHER"]
+
+
+def test_queue_index_is_partial_and_used(tmp_path: Any, clock: Clock) -> None:
+    """Only QUEUED deliveries are in the queue index, and SQLite plans the queue queries with it."""
+    store = Store(f"sqlite:///{tmp_path}/q.db", clock, writer_mode="inline")
+    store.start()
+    try:
+        _, (d1,) = store_one(store, clock, [("a", "1")])
+        store_one(store, clock, [("a", "2")])
+        store.writer.mark_done(d1, ok=True, response=None, attempts=1)
+        clock.advance(0)
+        with store.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            sql = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'ix_deliveries_queued'").fetchone()[0]
+            assert "WHERE status = 'QUEUED'" in sql
+            n = raw.execute("SELECT count(*) FROM deliveries INDEXED BY ix_deliveries_queued WHERE status = 'QUEUED'")
+            assert n.fetchone()[0] == 1
+            query = select(func.count()).where(
+                deliveries.c.channel == "ch", deliveries.c.destination == "a", QUEUED_ONLY
+            )
+            compiled = query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+            plan = " ".join(str(r[-1]) for r in raw.execute(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert "ix_deliveries_queued" in plan
+    finally:
+        d = store.stop()
+        clock.advance(0)
+        d.addErrback(lambda _: None)
+
+
+def test_migration_0002_keeps_queued_rows(tmp_path: Any) -> None:
+    """A store at revision 0001 with queued deliveries upgrades to 0002 and back without losing content."""
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            mid = conn.execute(messages.insert().values(**message_values(transformed="T"))).inserted_primary_key[0]
+            row = {"message_id": mid, "channel": "ch", "status": QUEUED, "attempts": 0, "created_at": T0}
+            conn.execute(deliveries.insert().values(destination="a", content="T", **row))
+            conn.execute(deliveries.insert().values(destination="b", content="own", **row))
+        upgrade(engine)
+        assert current_revision(engine) == HEAD
+        with engine.connect() as conn:
+            assert [i.content for i in thd_load_queue(conn, "ch", "a")] == ["T"]
+            assert [i.content for i in thd_load_queue(conn, "ch", "b")] == ["own"]
+            conn.execute(deliveries.update().where(deliveries.c.destination == "a").values(content=None))
+            conn.commit()
+        command.downgrade(alembic_config(engine), "0001")
+        with engine.connect() as conn:
+            contents = conn.execute(select(deliveries.c.destination, deliveries.c.content).order_by(deliveries.c.id))
+            assert [tuple(r) for r in contents] == [("a", "T"), ("b", "own")]
+    finally:
+        engine.dispose()

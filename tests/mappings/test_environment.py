@@ -75,6 +75,30 @@ def test_sandbox_blocks_unsafe_attributes(env: SandboxedEnvironment, source: str
         render(env, source, msg=HL7Message(ORM))
 
 
+def test_attribute_cache_keeps_the_sandbox_closed(env: SandboxedEnvironment) -> None:
+    """After safe attributes were cached, unsafe ones on the same types are still refused and format stays wrapped."""
+    warm = "{{ msg.segments[0].split('|')[2] }}{{ msg.get('PID-5.1') }}{{ 'a{}'.format('b') }}"
+    for _ in range(3):
+        assert render(env, warm, msg=HL7Message(ORM)) == "HISDOEab"
+    assert (HL7Message, "segments") in env._safe_attributes  # type: ignore[attr-defined]
+    assert (str, "format") not in env._safe_attributes  # type: ignore[attr-defined]
+    for source in ("{{ msg.__class__ }}", "{{ msg._segments }}", "{{ '{0.__class__}'.format(msg) }}"):
+        with pytest.raises(SecurityError):
+            render(env, source, msg=HL7Message(ORM))
+
+
+def test_attribute_cache_falls_back_to_items(env: SandboxedEnvironment) -> None:
+    """A cached (type, name) pair still falls back to item lookup for an object lacking the attribute."""
+
+    class Box(dict):
+        """A dict whose instances may carry an attribute."""
+
+    with_attr, without = Box(), Box(value="item")
+    with_attr.value = "attr"  # type: ignore[attr-defined]
+    assert render(env, "{{ b.value }}", b=with_attr) == "attr"
+    assert render(env, "{{ b.value }}", b=without) == "item"
+
+
 def test_strict_undefined_raises_on_unknown_variable(env: SandboxedEnvironment) -> None:
     """An unknown variable raises UndefinedError instead of rendering empty."""
     with pytest.raises(UndefinedError, match="nope"):
