@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 Key = tuple[str, str, str]
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of expired keys
 
 
 class DedupeIndex:
@@ -20,6 +21,7 @@ class DedupeIndex:
         self.max_keys = max_keys
         self._seen: OrderedDict[Key, tuple[int | None, float]] = OrderedDict()
         self._evicted_until = float("-inf")  # newest time of a key pushed out before it expired
+        self._next_sweep = float("-inf")
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -30,8 +32,13 @@ class DedupeIndex:
 
     def lookup(self, key: Key, now: float) -> tuple[int | None, float] | None:
         """The (message id, time) of an earlier message with *key*, if within the window."""
-        self._expire(now)
-        return self._seen.get(key)
+        if now >= self._next_sweep:  # expired keys are swept at most once a second
+            self._expire(now)
+            self._next_sweep = now + SWEEP_INTERVAL
+        hit = self._seen.get(key)
+        if hit is not None and hit[1] < now - self.window:
+            return None  # expired, not swept yet
+        return hit
 
     def add(self, key: Key, message_id: int | None, at: float) -> None:
         """Remember *key* (the id may be filled in after commit)."""

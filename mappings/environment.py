@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.filters
 from jinja2.sandbox import SandboxedEnvironment
 
 from mappings.filters import FILTERS, GLOBALS
@@ -74,6 +75,14 @@ class MappingSandbox(SandboxedEnvironment):
 
 
 _UNCACHED = frozenset({"format", "format_map"})
+
+#: Jinja's built-in filters that have an async twin are wrapped to pick one on every call;
+#: this environment is never async, so it registers the synchronous implementations directly.
+SYNC_BUILTINS = {
+    name: getattr(jinja2.filters, f"sync_do_{name}")
+    for name in jinja2.filters.FILTERS
+    if hasattr(jinja2.filters, f"sync_do_{name}")
+}
 _CACHE_LIMIT = 4096
 
 
@@ -88,6 +97,7 @@ def make_environment(search_paths: list[str] | None = None) -> SandboxedEnvironm
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters.update(SYNC_BUILTINS)
     env.filters.update(FILTERS)
     env.globals.update(GLOBALS)
     return env

@@ -88,9 +88,13 @@ class JinjaTransformer:
 
     def render(self, variables: dict[str, Any]) -> str:
         """``template.render(variables)`` without re-flattening the globals each time."""
+        return self._render({**self._globals, **variables})
+
+    def _render(self, parent: dict[str, Any]) -> str:
+        """Render with *parent* as the whole context (globals included)."""
         template = self.template
         env = template.environment
-        ctx = env.context_class(env, {**self._globals, **variables}, template.name, template.blocks, self._globals)
+        ctx = env.context_class(env, parent, template.name, template.blocks, self._globals)
         try:
             return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
         except Exception:
@@ -99,9 +103,10 @@ class JinjaTransformer:
 
     def transform(self, msg: HL7Message, context: dict[str, Any]) -> str | None:
         """Render the template for *msg*; ``None`` when the result is empty."""
-        variables = {**context, "msg": msg, "raw": msg.text, "channel": context.get("channel", "")}
+        parent = {**self._globals, **context}
+        parent["msg"], parent["raw"], parent["channel"] = msg, msg.text, context.get("channel", "")
         try:
-            rendered = self.render(variables)
+            rendered = self._render(parent)
         except Exception as exc:
             name = self.template.filename or self.template.name
             lineno = _template_line(exc, self.template.filename)

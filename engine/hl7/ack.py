@@ -104,19 +104,16 @@ def build_ack(
     if msg is not None:
         sep, enc = msg.field_sep, msg.enc
         fields = msg.msh_fields()
-        enc_field = fields[2] if len(fields) > 2 and fields[2] else enc
-
-        def inbound(n: int) -> str:
-            return fields[n] if n < len(fields) else ""
-
+        if len(fields) < 19:
+            fields = fields + [""] * (19 - len(fields))
         trigger = msg.get("MSH-9.2", raw=True)
-        msh = ["MSH", enc_field, inbound(5), inbound(6), inbound(3), inbound(4), ts, ""]
-        msh.append(f"ACK{enc[0]}{trigger}{enc[0]}ACK" if trigger else "ACK")
-        msh += [ack_id, inbound(11) or "P", inbound(12) or "2.5"]
-        charset = inbound(18)
-        if charset:
-            msh += [""] * 5 + [charset]
-        ref_id = inbound(10)
+        msh = [
+            "MSH", fields[2] or enc, fields[5], fields[6], fields[3], fields[4], ts, "",
+            f"ACK{enc[0]}{trigger}{enc[0]}ACK" if trigger else "ACK", ack_id, fields[11] or "P", fields[12] or "2.5",
+        ]  # fmt: skip
+        if fields[18]:
+            msh += ["", "", "", "", "", fields[18]]
+        ref_id = fields[10]
     else:
         sep, enc, old = _salvage(raw_header or "")
         msh = ["MSH", enc, old.get(5, ""), old.get(6, ""), old.get(3, ""), old.get(4, ""), ts, ""]
@@ -129,7 +126,7 @@ def build_ack(
     is_error = code in ERROR_CODES
     table_text = TABLE_0357.get(error_code, "")
     msa3 = reason or (table_text if is_error else "")
-    segments = [_join(sep, msh), _join(sep, ["MSA", code, ref_id, esc(msa3[:_MSA3_MAX])])]
+    segments = [_join(sep, msh), _join(sep, ["MSA", code, ref_id, esc(msa3[:_MSA3_MAX]) if msa3 else ""])]
     if is_error:
         err3 = enc[0].join([esc(error_code), esc(table_text), "HL70357"])
         err2 = enc[0].join(esc(part) for part in location.split("^")) if location else ""
@@ -193,8 +190,18 @@ def parse_ack(text: str) -> tuple[str, str, str]:
         msg = HL7Message(text.lstrip("\r\n\t "))
     except HL7Error as e:
         raise ValueError(f"response is not an HL7 ACK: {e}") from e
-    if not msg.count("MSA"):
+    msa = msg.segment_fields("MSA")
+    if msa is None:
         raise ValueError("response is not an HL7 ACK: it has no MSA segment")
-    code = msg.get("MSA-1").strip()
-    reason = msg.get("ERR-8") or msg.get("MSA-3") or msg.get("ERR-3.2")
-    return code, msg.get("MSA-2"), reason
+    enc = msg.enc
+    n = len(msa)
+    code = unescape(msa[1], enc).strip() if n > 1 else ""
+    acked = unescape(msa[2], enc) if n > 2 else ""
+    reason = ""
+    if msg.segment_fields("ERR") is not None:
+        reason = msg.get("ERR-8")
+    if not reason and n > 3:
+        reason = unescape(msa[3], enc)
+    if not reason and msg.segment_fields("ERR") is not None:
+        reason = msg.get("ERR-3.2")
+    return code, acked, reason

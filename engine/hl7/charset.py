@@ -83,6 +83,9 @@ def sniff_charset(raw: bytes) -> str:
     return fields[17].split(rep, 1)[0].decode("latin-1").strip()
 
 
+_CANONICAL: dict[str, str] = {}  # codec name as configured -> Python's canonical name
+
+
 def decode_message(raw: bytes, default: str) -> tuple[str, str]:
     """Decode *raw* with MSH-18's charset, else the channel's *default* codec; return (text, codec)."""
     name = sniff_charset(raw)
@@ -95,10 +98,15 @@ def decode_message(raw: bytes, default: str) -> tuple[str, str]:
     else:
         codec = default
         source = f"channel default {default!r}, MSH-18 is empty"
-    try:
-        codec = codecs.lookup(codec).name
-    except LookupError:
-        raise UnknownCharset(f"unknown codec {codec!r} ({source})") from None
+    canonical = _CANONICAL.get(codec)
+    if canonical is None:
+        try:
+            canonical = codecs.lookup(codec).name
+        except LookupError:
+            raise UnknownCharset(f"unknown codec {codec!r} ({source})") from None
+        if len(_CANONICAL) < 256:
+            _CANONICAL[codec] = canonical
+    codec = canonical
     if codec == "utf-8" and raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:

@@ -177,6 +177,11 @@ class HL7Message:
             self._fields[idx] = fields
         return fields
 
+    def segment_fields(self, name: str, rep: int = 1) -> list[str] | None:
+        """The *rep*-th segment *name* split into fields (``[n]`` is field n), or ``None`` when absent."""
+        idx = self._seg_index(name, rep)
+        return None if idx is None else self._split(idx)
+
     def count(self, segment: str) -> int:
         """How many segments named *segment* the message holds."""
         self._seg_index(segment, 1)
@@ -189,49 +194,62 @@ class HL7Message:
 
     def get(self, path: str | FieldPath, default: str = "", *, raw: bool = False) -> str:
         """Value at *path*, unescaped unless *raw*; *default* when absent or empty."""
-        if isinstance(path, str):
+        if path.__class__ is str:
             # Several steps read the same few header fields: answer repeats from a small cache.
             key = (path, raw)
             value = self._cache.get(key)
             if value is None:
-                value = self._cache[key] = self._lookup(parse_path(path), raw)
+                fp = _PATH_CACHE.get(path) or parse_path(path)  # type: ignore[arg-type]
+                value = self._cache[key] = self._lookup(fp, raw)
             return value or default
-        return self._lookup(path, raw) or default
+        return self._lookup(path, raw) or default  # type: ignore[arg-type]
 
     def _lookup(self, fp: FieldPath, raw: bool) -> str:
-        """The value at *fp* or ``""``."""
-        default = ""
-        idx = self._seg_index(fp.segment, fp.segment_rep)
-        if idx is None:
-            return default
+        """The value at *fp* or ``""`` (the hot accessor: index and split inlined)."""
+        name = fp.segment
+        if name == "MSH" and fp.segment_rep == 1:
+            idx = 0
+        else:
+            index = self._index
+            if index is None:
+                index = {}
+                for i, seg in enumerate(self._segments):
+                    index.setdefault(seg[:3], []).append(i)
+                self._index = index
+            positions = index.get(name)
+            if not positions or fp.segment_rep > len(positions):
+                return ""
+            idx = positions[fp.segment_rep - 1]
         if fp.field is None:
             return self._segments[idx]
-        fields = self._split(idx)
+        fields = self._fields.get(idx)
+        if fields is None:
+            fields = self._split(idx)
         if fp.field >= len(fields):
-            return default
+            return ""
         value = fields[fp.field]
-        if fp.segment == "MSH" and fp.field <= 2:
-            return value or default
+        if name == "MSH" and fp.field <= 2:
+            return value
         enc = self.enc
         if fp.repetition is not None or fp.component is not None:
-            reps = value.split(enc[1])
+            reps = value.split(enc[1]) if enc[1] in value else [value]
             r = (fp.repetition or 1) - 1
             if r >= len(reps):
-                return default
+                return ""
             value = reps[r]
             if fp.component is not None:
                 comps = value.split(enc[0])
                 if fp.component > len(comps):
-                    return default
+                    return ""
                 value = comps[fp.component - 1]
                 if fp.subcomponent is not None:
                     subs = value.split(enc[3])
                     if fp.subcomponent > len(subs):
-                        return default
+                        return ""
                     value = subs[fp.subcomponent - 1]
-        if not value:
-            return default
-        return value if raw else unescape(value, enc)
+        if not value or raw or enc[2] not in value:
+            return value
+        return unescape(value, enc)
 
     def __getitem__(self, path: str) -> str:
         return self.get(path)
