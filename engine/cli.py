@@ -38,6 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     vc = load_config(args.config)
     if vc is None:
         return 1
+    from engine.reactor import install
+
+    try:
+        install()
+    except Exception:  # noqa: BLE001 - a reactor is already installed (embedding): use it
+        pass
     from twisted.internet import reactor
 
     from engine.app import App

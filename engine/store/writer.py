@@ -2,10 +2,12 @@
 
 One writer per process (several threads writing SQLite gave 80–107 ms p99 stalls,
 DESIGN.md §6). Writes queue up as *ops*; a flush runs them in one transaction and
-fires their Deferreds only after COMMIT, which is what lets a listener ACK after
+fires their callbacks only after COMMIT, which is what lets a listener ACK after
 commit. *Lazy* ops (the "sent" updates) never start a transaction of their own: they
 ride along with the next batch, or are flushed ``lazy_delay`` seconds later when idle
-(DESIGN.md §6, "batching the sent updates"). ``inline`` runs the flush in the reactor
+(DESIGN.md §6, "batching the sent updates"). A batch is flushed when the current reactor
+round's I/O is done (``engine.reactor.callAfterIO``), so every frame that arrived in one
+poll, from every connection, shares one COMMIT. ``inline`` runs the flush in the reactor
 thread (fastest on SQLite); ``thread`` runs it on one dedicated thread (PostgreSQL,
 where a commit is a network round trip).
 If a batch fails, each op is retried alone so one bad row fails only its own message.
@@ -28,6 +30,7 @@ from sqlalchemy import Engine
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
+from engine.reactor import soon_caller
 from engine.store.hot import HotStatements
 from engine.store.schema import ERROR, QUEUED, SENT
 
@@ -35,7 +38,7 @@ log = logging.getLogger("radbridge.store")
 
 Op = Callable[[Any, HotStatements], Any]
 
-CHECKPOINT_INTERVAL = 0.05  # seconds between background PASSIVE checkpoints
+CHECKPOINT_INTERVAL = 0.2  # seconds between background PASSIVE checkpoints
 BACKSTOP_PAGES = 10_000  # the writer checkpoints itself only if the WAL grows past this (~40 MB)
 
 
@@ -116,6 +119,7 @@ class Writer:
         self._scheduled = False
         self._busy = False
         self._lazy_call: Any = None
+        self._soon = soon_caller(reactor)
         self._conn: Any = None
         self._dbapi: Any = None
         self._cursor: Any = None
@@ -186,7 +190,7 @@ class Writer:
             return
         if not lazy:
             self._scheduled = True
-            self.reactor.callLater(0, self._flush)
+            self._soon(self._flush)
         elif self._lazy_call is None:
             # Not cancelled when a batch takes the lazy ops along: it fires at most every lazy_delay.
             self._lazy_call = self.reactor.callLater(self.lazy_delay, self._flush_lazy)
@@ -306,7 +310,7 @@ class Writer:
         self.ops += len(batch)
         if self._pending and not self._scheduled:
             self._scheduled = True
-            self.reactor.callLater(0, self._flush)
+            self._soon(self._flush)
         for (_, done), (ok, value) in zip(batch, outcome):
             try:
                 done(ok, value)
