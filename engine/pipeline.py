@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from engine.filters import Filter, describe_failure
@@ -34,6 +35,11 @@ class CompiledChannel:
     filter: Filter | None = None
     transformer: Transformer | None = None
     routes: list[Route] = field(default_factory=list)
+
+    @cached_property
+    def routes_read_output(self) -> bool:
+        """Whether a route filters or transforms (and so reads the channel transformer's output)."""
+        return any(r.filter is not None or r.transformer is not None for r in self.routes)
 
 
 @dataclass
@@ -70,10 +76,11 @@ def run_pipeline(msg: HL7Message, channel: CompiledChannel, context: dict[str, A
             return _error("transform", exc)
         if not transformed:
             return PipelineResult(FILTERED, filter_info="channel transformer produced nothing")
-        try:
-            current = HL7Message(transformed)
-        except HL7Error:
-            current = None
+        if channel.routes_read_output:  # only then does a route need the output parsed
+            try:
+                current = HL7Message(transformed)
+            except HL7Error:
+                current = None
     text = transformed if transformed is not None else msg.text
     outputs: list[tuple[str, str]] = []
     notes: list[str] = []

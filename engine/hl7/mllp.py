@@ -17,6 +17,8 @@ EB = b"\x1c"
 CR = b"\r"
 
 _CR_BYTE = CR[0]
+_SB_BYTE = SB[0]
+_EB_BYTE = EB[0]
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -62,6 +64,20 @@ class MLLPDecoder:
         """Add *data*; return the payloads of the frames it completed, in order."""
         if self.overflow:
             return []
+        if not self._in_frame and not self._pending_cr and not self._buf:
+            # The common case: the read is exactly one whole frame (SB payload EB CR).
+            n = len(data)
+            if (
+                n >= 3
+                and data[0] == _SB_BYTE
+                and data[-2] == _EB_BYTE
+                and data[-1] == _CR_BYTE
+                and data.find(EB, 1, n - 2) < 0
+                and data.find(SB, 1, n - 2) < 0
+                and n - 3 <= self.max_length
+            ):
+                self._in_junk = False
+                return [data[1:-2]]
         out: list[bytes] = []
         buf = self._buf
         buf += data
