@@ -48,6 +48,12 @@ class DedupeIndex:
             _, (_, old) = self._seen.popitem(last=False)
             self._evicted_until = max(self._evicted_until, old)
 
+    def set_id(self, key: Key, message_id: int) -> None:
+        """Fill in the message id of a key added before its message was committed (keeps its place)."""
+        entry = self._seen.get(key)
+        if entry is not None:
+            self._seen[key] = (message_id, entry[1])
+
     def mark_incomplete(self, until: float) -> None:
         """Keys up to time *until* exist that are not held in memory (e.g. not loaded at start)."""
         self._evicted_until = max(self._evicted_until, until)

@@ -249,7 +249,7 @@ class ChannelService(Service):
             if result.status == ERROR:
                 self.dedupe.forget(key)
             else:
-                self.dedupe.add(key, mid, now)
+                self.dedupe.set_id(key, mid)
         if result.status == ERROR:
             if self.metrics:
                 self.metrics.errored(self.name, result.error_stage or "pipeline")

@@ -40,7 +40,7 @@ _counter = itertools.count()
 
 def new_control_id() -> str:
     """A fresh MSH-10 for an outbound message: 13 digits of epoch ms + a 5-digit counter (18 chars)."""
-    return f"{time.time_ns() // 1_000_000:013d}{next(_counter) % 100_000:05d}"
+    return str(time.time_ns() // 1_000_000 * 100_000 + next(_counter) % 100_000)
 
 
 def _join(sep: str, fields: list[str]) -> str:
@@ -106,7 +106,8 @@ def build_ack(
         fields = msg.msh_fields()
         if len(fields) < 19:
             fields = fields + [""] * (19 - len(fields))
-        trigger = msg.get("MSH-9.2", raw=True)
+        msg_type = fields[9].split(enc[1], 1)[0].split(enc[0], 2)  # MSH-9, first repetition
+        trigger = msg_type[1] if len(msg_type) > 1 else ""  # MSH-9.2 as sent
         msh = [
             "MSH", fields[2] or enc, fields[5], fields[6], fields[3], fields[4], ts, "",
             f"ACK{enc[0]}{trigger}{enc[0]}ACK" if trigger else "ACK", ack_id, fields[11] or "P", fields[12] or "2.5",
@@ -126,12 +127,17 @@ def build_ack(
     is_error = code in ERROR_CODES
     table_text = TABLE_0357.get(error_code, "")
     msa3 = reason or (table_text if is_error else "")
-    segments = [_join(sep, msh), _join(sep, ["MSA", code, ref_id, esc(msa3[:_MSA3_MAX]) if msa3 else ""])]
+    msa = f"MSA{sep}{code}{sep}{ref_id}" + (f"{sep}{esc(msa3[:_MSA3_MAX])}" if msa3 else "")
+    segments = [_join(sep, msh), msa.rstrip(sep) if not msa3 else msa]
     if is_error:
         err3 = enc[0].join([esc(error_code), esc(table_text), "HL70357"])
         err2 = enc[0].join(esc(part) for part in location.split("^")) if location else ""
         segments.append(_join(sep, ["ERR", "", err2, err3, "E", "", "", "", esc(reason)]))
     return "\r".join(segments)
+
+
+_ORIGINAL_CODES = {"accept": "AA", "error": "AE", "reject": "AR"}
+_ENHANCED_CODES = {"accept": "CA", "error": "CE", "reject": "CR"}
 
 
 @dataclass(frozen=True)
@@ -156,10 +162,10 @@ class AckPolicy:
 
     def code_for(self, outcome: str) -> str:
         """Map ``accept``/``error``/``reject`` to AA/AE/AR (original) or CA/CE/CR (enhanced)."""
-        letter = {"accept": "A", "error": "E", "reject": "R"}.get(outcome)
-        if letter is None:
+        code = (_ENHANCED_CODES if self.enhanced else _ORIGINAL_CODES).get(outcome)
+        if code is None:
             raise ValueError(f"unknown ACK outcome {outcome!r} (expected accept, error or reject)")
-        return ("C" if self.enhanced else "A") + letter
+        return code
 
 
 ORIGINAL_MODE = AckPolicy(enhanced=False)

@@ -76,7 +76,7 @@ def sniff_charset(raw: bytes) -> str:
         i = raw.find(terminator, 0, end)
         if i >= 0:
             end = i
-    fields = raw[:end].split(sep)
+    fields = raw[:end].split(sep, 18)
     if len(fields) < 18:
         return ""
     rep = fields[1][1:2] or b"~"

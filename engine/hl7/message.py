@@ -141,7 +141,10 @@ class HL7Message:
         self.enc = enc
         if "\n" in text:
             text = text.replace("\r\n", "\r").replace("\n", "\r")
-        self._segments = [s for s in text.split("\r") if s]
+        segments = text.split("\r")
+        if "" in segments:
+            segments = [s for s in segments if s]
+        self._segments = segments
         self._fields: dict[int, list[str]] = {}
         self._index: dict[str, list[int]] | None = None
         self._cache: dict[tuple[str, bool], str] = {}

@@ -50,3 +50,16 @@ def test_forget_and_readd() -> None:
     assert idx.lookup(K1, 101.0) == (7, 100.5)
     idx.forget(K1)
     assert idx.lookup(K1, 101.0) is None
+
+
+def test_set_id_fills_in_without_moving_the_key() -> None:
+    """set_id records the committed message id and keeps the key's place and time."""
+    idx = DedupeIndex(window=10.0, max_keys=2)
+    idx.add(K1, None, 100.0)
+    idx.add(K2, None, 101.0)
+    idx.set_id(K1, 9)
+    assert idx.lookup(K1, 102.0) == (9, 100.0)
+    idx.add(K3, None, 102.0)  # evicts the oldest, which is still K1
+    assert idx.lookup(K1, 102.0) is None and idx.lookup(K2, 102.0) == (None, 101.0)
+    idx.set_id(("no", "such", "key"), 1)
+    assert len(idx) == 2
