@@ -45,6 +45,7 @@ class DestinationQueue:
     ) -> None:
         self.channel, self.name = channel, name
         self.connector = connector
+        self._send_cb = getattr(connector, "send_cb", None)  # the connector's Deferred-free send, if any
         self.store, self.reactor, self.retry = store, reactor, retry
         self.metrics = metrics
         self.window = window
@@ -171,7 +172,7 @@ class DestinationQueue:
             except Exception:  # noqa: BLE001 - keep the queue's own bugs visible, not silent
                 log.exception("queue %s/%s internal error", self.channel, self.name)
 
-        send_cb = getattr(self.connector, "send_cb", None)
+        send_cb = self._send_cb
         if send_cb is not None:
             try:
                 send_cb(item.content, info, done)

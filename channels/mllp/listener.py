@@ -84,10 +84,9 @@ class MLLPServerProtocol(MLLPProtocol):
             return
         self.busy = True
         payload = self.pending.popleft()
-        sink = self.factory.sink
-        fast = getattr(sink, "ingest_cb", None)
+        fast = self.factory.ingest_cb
         if fast is None:
-            d = defer.maybeDeferred(sink.ingest, payload, self.origin)
+            d = defer.maybeDeferred(self.factory.sink.ingest, payload, self.origin)
             d.addCallbacks(self._answered, self._crashed)
             return
         try:
@@ -149,6 +148,7 @@ class MLLPListenerFactory(Factory):
         self.config = config
         self.channel = channel
         self.sink = sink
+        self.ingest_cb = getattr(sink, "ingest_cb", None)  # the sink's Deferred-free entry, if it has one
         self.metrics = metrics
         self.open = 0
 
