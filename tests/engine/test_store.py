@@ -19,6 +19,7 @@ from engine.store.db import alembic_config, current_revision, make_engine, norma
 from engine.store.queries import (
     QUEUED_ONLY,
     QueuedItem,
+    channel_names,
     thd_counts,
     thd_get_message,
     thd_insert_message,
@@ -34,7 +35,7 @@ from engine.store.store import Store
 from tests.engine.conftest import has_result, message_values, result_of
 
 T0 = 1_700_000_000.0
-HEAD = "0002"
+HEAD = "0003"
 
 
 def store_one(store: Store, clock: Clock, outputs: list[tuple[str, str]] | None = None, **values: Any):
@@ -263,6 +264,40 @@ def test_search_by_time(any_store: Store, searchable: dict[str, int]) -> None:
     assert search(any_store, since=T0 + 10) == [s["other"], s["err"], s["adt"]]
     assert search(any_store, until=T0 + 10) == [s["orm"]]
     assert search(any_store, since=T0 + 10, until=T0 + 30) == [s["err"], s["adt"]]
+
+
+def test_time_search_across_channels_uses_the_channel_time_index(tmp_path: Any, clock: Clock) -> None:
+    """Without a channel, a time range is answered per channel from ix_messages_channel_time, with the right rows."""
+    store = Store(f"sqlite:///{tmp_path}/t.db", clock, writer_mode="inline")
+    store.start()
+    try:
+        expected = []
+        for i in range(60):
+            channel = f"c{i % 4}"
+            mid, _ = store_one(store, clock, channel=channel, received_at=T0 + i)
+            if 20 <= i < 30:
+                expected.append(mid)
+        assert search(store, since=T0 + 20, until=T0 + 30) == sorted(expected, reverse=True)
+        assert [r[0] for r in store.read_sync(lambda c: c.execute(select(channel_names().subquery())).all())] == [
+            "c0",
+            "c1",
+            "c2",
+            "c3",
+        ]
+        with store.engine.connect() as conn:
+            query = select(messages.c.id).where(
+                messages.c.channel.in_(channel_names()), messages.c.received_at >= T0 + 20
+            )
+            compiled = query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+            plan = " ".join(
+                str(r[-1]) for r in conn.connection.dbapi_connection.execute(f"EXPLAIN QUERY PLAN {compiled}")
+            )
+        assert "ix_messages_channel_time (channel=? AND received_at>?)" in plan
+        assert "SCAN messages" not in plan.replace("SCAN channel_names", "")
+    finally:
+        d = store.stop()
+        clock.advance(0)
+        d.addErrback(lambda _: None)
 
 
 def test_search_row_shape(any_store: Store, searchable: dict[str, int]) -> None:
