@@ -52,6 +52,10 @@ class App:
         )
         self.services: dict[str, ChannelService] = {}
         self.metrics_port: Any = None
+        self.archive: Any = None
+        archive_type = vc.registry.find("service", "archive")
+        if archive_type is not None:
+            self.archive = archive_type.build(root.archive, self._ctx("", "archive"))
         for spec in vc.channels:
             if spec.config.enabled:
                 self.services[spec.config.name] = self._build_channel(spec)
@@ -67,6 +71,7 @@ class App:
             store=self.store,
             services=self.services,
             jinja_env=self.vc.jinja_env,
+            archive=self.archive,
         )
 
     def _build_channel(self, spec: Any) -> ChannelService:
@@ -103,8 +108,10 @@ class App:
 
     @defer.inlineCallbacks
     def start(self):
-        """Open the store, start every channel, then serve /metrics."""
+        """Open the store and the archive, start every channel, then serve /metrics."""
         self.store.start()
+        if self.archive is not None:
+            yield defer.maybeDeferred(self.archive.start)
         for name, service in self.services.items():
             yield service.startService()
             log.info("channel %s started", name)
@@ -123,4 +130,6 @@ class App:
         for service in reversed(list(self.services.values())):
             if service.running:
                 yield service.stopService()
+        if self.archive is not None:
+            yield defer.maybeDeferred(self.archive.stop)
         yield self.store.stop()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine.config.errors import ConfigError
+
+#: Entry point group of further subcommands: ``register(subparsers)`` adds parsers whose
+#: ``func(args) -> int`` runs the command (the engine never imports those packages by name).
+COMMANDS_GROUP = "radbridge.commands"
 
 
 def load_config(path: str, *, check_ports: bool = True):
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", metavar="FILE", help="files of HL7 messages ('-' for stdin)")
     s.set_defaults(func=cmd_send)
     cli_messages.add_parser(sub)
+    for ep in entry_points(group=COMMANDS_GROUP):
+        ep.load()(sub)  # other packages' subcommands, e.g. ``radbridge archive verify``
     return p
 
 

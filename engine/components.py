@@ -102,3 +102,4 @@ class BuildContext:
     services: dict[str, Any] = field(default_factory=dict)
     jinja_env: Any = None
     dry_run: bool = False
+    archive: Any = None  # the archive service (archive.Archive) when the archive package is installed

@@ -5,6 +5,8 @@ Grammar (keywords are case-insensitive)::
     or_expr  := and_expr ("or" and_expr)*
     and_expr := not_expr ("and" not_expr)*
     not_expr := "not" not_expr | atom
+    PATH     := an HL7 path (PID-5.1, OBX[2]-5, PID-3[2].1) or a DICOM keyword (Modality), which
+                reads the attribute of an event message (engine.event) and "" of an HL7 message
     atom     := "(" or_expr ")" | "exists" PATH | "true" | "false" | PATH "is" ["not"] "empty"
               | PATH ("==" | "!=" | "<" | "<=" | ">" | ">=") literal
               | PATH ["not"] "in" "[" [literal ("," literal)*] "]"
@@ -25,6 +27,7 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from engine.event import KEYWORD_RE, KeywordPath
 from engine.hl7.message import FieldPath, PathError, parse_path
 
 __all__ = ["Filter", "FilterSyntaxError", "compile_filter", "compile_filters", "describe_failure"]
@@ -202,12 +205,15 @@ class _Parser:
         t = inner.test
         return _Node("not", self.source(start), lambda m: not t(m), (inner,))
 
-    def path(self, tok: _Token) -> FieldPath:
-        """Validate a field path token with :func:`parse_path` and record it."""
+    def path(self, tok: _Token) -> FieldPath | KeywordPath:
+        """Validate a field path token with :func:`parse_path` (or take it as a DICOM keyword) and record it."""
         try:
             fp = parse_path(tok.text)
         except PathError as exc:
-            raise self.error(str(exc), tok) from None
+            if KEYWORD_RE.match(tok.text):
+                self.paths.add(tok.text)
+                return KeywordPath(tok.text)
+            raise self.error(f"{exc} or a DICOM keyword such as Modality", tok) from None
         self.paths.add(str(fp))
         return fp
 

@@ -4,11 +4,13 @@ The hot path counts into plain dicts keyed by label tuples; prometheus-client bu
 metric families from them when ``/metrics`` is scraped (a custom collector). A
 ``Counter.labels(...).inc()`` costs several µs per call (a lock and four Python frames),
 which at eight calls per message was ~5 % of the engine's CPU. The verbs must be called
-from the reactor thread (handler threads hand their events to the reactor first).
+from the reactor thread, except the DICOM verbs, which pynetdicom's handler threads call and
+which take a lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -125,11 +127,36 @@ class Metrics:
         self._connections = CounterSet(
             "radbridge_connections_open", "Open inbound connections", (*ch, "connector"), gauge=True
         )
+        # DICOM: called from pynetdicom's handler threads, so these verbs take a lock.
+        self._lock = threading.Lock()
+        self._associations = CounterSet(
+            "radbridge_dicom_associations_total", "DICOM associations by outcome", (*ch, "outcome")
+        )
+        self._stored = CounterSet("radbridge_dicom_instances_stored_total", "DICOM instances stored", ch)
+        self._stored_bytes = CounterSet("radbridge_dicom_stored_bytes_total", "Bytes of DICOM instances stored", ch)
+        self._store_failed = CounterSet(
+            "radbridge_dicom_instances_failed_total", "DICOM instances refused or failed, by reason", (*ch, "reason")
+        )
+        self._store_latency = HistogramSet(
+            "radbridge_dicom_store_seconds",
+            "Time from a complete C-STORE dataset to its response (archive and index included)",
+            ch,
+            LATENCY_BUCKETS,
+        )
+        self._dimse = CounterSet(
+            "radbridge_dicom_requests_total",
+            "DIMSE requests served, by service and status class",
+            (*ch, "service", "status"),
+        )
+        self._peer_up = CounterSet(
+            "radbridge_dicom_peer_up", "1 when the last C-ECHO to a DICOM destination succeeded", dest, gauge=True
+        )
         self._collector = _Collector(
             [
                 self._received, self._filtered, self._duplicates, self._errors, self._sent, self._delivery_errors,
                 self._processing, self._delivery_latency, self._acks_sent, self._acks_received, self._framing,
-                self._connections,
+                self._connections, self._associations, self._stored, self._stored_bytes, self._store_failed,
+                self._store_latency, self._dimse, self._peer_up,
             ]
         )  # fmt: skip
         self.registry.register(self._collector)
@@ -185,6 +212,34 @@ class Metrics:
     def connection_closed(self, channel: str, connector: str) -> None:
         """An inbound connection closed."""
         self._connections.values[(channel, connector)] -= 1
+
+    # -- DICOM (thread-safe) ------------------------------------------------
+    def association(self, channel: str, outcome: str) -> None:
+        """A DICOM association was accepted, rejected (``rejected_ae``, ``rejected_address``) or aborted."""
+        with self._lock:
+            self._associations.values[(channel, outcome)] += 1
+
+    def instance_stored(self, channel: str, size: int, seconds: float) -> None:
+        """A DICOM instance is in the archive and indexed."""
+        with self._lock:
+            self._stored.values[(channel,)] += 1
+            self._stored_bytes.values[(channel,)] += size
+            self._store_latency.observe((channel,), seconds)
+
+    def instance_failed(self, channel: str, reason: str) -> None:
+        """A DICOM instance was refused or could not be stored (``unparseable``, ``duplicate``, ``store`` ...)."""
+        with self._lock:
+            self._store_failed.values[(channel, reason)] += 1
+
+    def dimse_request(self, channel: str, service: str, status: str) -> None:
+        """A DIMSE request (``C-ECHO``, ``C-FIND`` ...) was answered with a status class (success/warning/failure)."""
+        with self._lock:
+            self._dimse.values[(channel, service, status)] += 1
+
+    def peer_up(self, channel: str, destination: str, up: bool) -> None:
+        """Record a DICOM destination's last C-ECHO result."""
+        with self._lock:
+            self._peer_up.values[(channel, destination)] = 1.0 if up else 0.0
 
     def watch_queue(self, channel: str, destination: str, probe: QueueProbe) -> None:
         """Report a queue's depth and oldest age from *probe* at every scrape."""

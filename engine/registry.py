@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-Kind = Literal["source", "destination", "transformer"]
-KINDS: tuple[Kind, ...] = ("source", "destination", "transformer")
+#: ``service`` entries are engine-wide singletons built from a top-level config section (the
+#: archive from ``archive:``); the engine asks for them by name and runs without them if absent.
+Kind = Literal["source", "destination", "transformer", "service"]
+KINDS: tuple[Kind, ...] = ("source", "destination", "transformer", "service")
 ENTRY_POINT_GROUP = "radbridge.components"
 
 
@@ -68,6 +70,10 @@ class Registry:
         except KeyError:
             known = ", ".join(self.names(kind)) or "none"
             raise KeyError(f"unknown {kind} type {name!r} (known: {known})") from None
+
+    def find(self, kind: Kind, name: str) -> ComponentType | None:
+        """The component type, or ``None`` when nothing is registered under that name."""
+        return self._types.get((kind, name))
 
     def names(self, kind: Kind) -> list[str]:
         """Registered type names of *kind*, sorted."""

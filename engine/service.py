@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from twisted.internet import defer
 from engine.components import IngestResult, Reply, Source
 from engine.config.models import AckConfig, DedupeConfig, PruneConfig
 from engine.dedupe import DedupeIndex
+from engine.event import Event
 from engine.hl7.ack import AckPolicy, ack_policy, build_ack
 from engine.hl7.charset import CharsetError, decode_message
 from engine.hl7.message import HL7Error, HL7Message, unescape
@@ -223,6 +225,72 @@ class ChannelService(Service):
                 reply(self._store_failed(msg, policy, ids, started, codec, key))
 
         self.store.writer.store_message_cb(values, result.outputs, stored)
+
+    # -- events (DICOM instances, ...) ------------------------------------
+    def ingest_event(
+        self,
+        event: Event,
+        origin: str,
+        *,
+        extra_op: Callable[[Any, Any, int], Any] | None = None,
+        sending_app: str | None = None,
+    ) -> defer.Deferred:
+        """Store an event as a message, route it, and queue its deliveries; fires after COMMIT.
+
+        *extra_op* ``(cursor, stmts, message_id) -> result`` runs in the same transaction (the
+        archive's index rows), so the event and what it describes are committed together. Fires
+        with ``(message_id, delivery_ids, extra_result)``; fails if the transaction failed (nothing
+        of it is stored then). Runs in the reactor thread.
+        """
+        started = time.perf_counter()
+        now = time.time()
+        if self.metrics:
+            self.metrics.received(self.name)
+        attrs = event.attrs
+        text = event.text
+        values = {
+            "channel": self.name, "received_at": now, "charset": "utf-8", "origin": origin[:255],
+            "raw": text.encode("utf-8"), "parent_id": None, "duplicate_of": None,
+            "control_id": event.control_id[:64] or None, "sending_app": (sending_app or "")[:180] or None,
+            "sending_facility": None, "message_type": event.kind[:32],
+            "patient_id": attrs.get("PatientID", "")[:64] or None,
+            "accession": attrs.get("AccessionNumber", "")[:64] or None,
+        }  # fmt: skip
+        result = run_pipeline(event, self.compiled)
+        values.update(
+            status=result.status, transformed=result.transformed, filter_info=result.filter_info, error=result.error
+        )
+        d: defer.Deferred = defer.Deferred()
+        outputs = result.outputs
+
+        def op(cur: Any, stmts: Any) -> tuple[int, list[int], Any]:
+            mid, dids = store_op(cur, stmts)
+            return mid, dids, extra_op(cur, stmts, mid) if extra_op is not None else None
+
+        def stored(ok: bool, value: Any) -> None:
+            if not ok:
+                if self.metrics:
+                    self.metrics.errored(self.name, "store")
+                log.error("channel %s could not store event %s: %s", self.name, event.kind, type(value).__name__)
+                d.errback(value)
+                return
+            mid, dids, _ = value
+            if result.status == ERROR:
+                if self.metrics:
+                    self.metrics.errored(self.name, result.error_stage or "pipeline")
+                log.warning(
+                    "channel %s event %s (message %s) errored at %s", self.name, event.kind, mid, result.error_stage
+                )
+            elif result.status == FILTERED and self.metrics:
+                self.metrics.filtered(self.name)
+            self._handoff(outputs, dids, mid, now)
+            if self.metrics:
+                self.metrics.processed(self.name, time.perf_counter() - started)
+            d.callback(value)
+
+        store_op = self.store.writer.message_op(values, outputs)
+        self.store.writer.submit_cb(op, stored)
+        return d
 
     def _store_duplicate(self, msg, policy, values, original: int, started, codec, reply: Reply) -> None:
         if self.metrics:

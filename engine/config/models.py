@@ -157,12 +157,40 @@ class ChannelConfig(Strict):
     prune: PruneConfig = Field(default_factory=PruneConfig)
 
 
+class RetentionConfig(Strict):
+    """How long the archive keeps what it stores (deleted in small batches)."""
+
+    max_age: Duration | None = Field(None, description="delete studies (and archived HL7) older than this (none: keep)")
+    interval: Duration = Field(3600.0, description="how often the retention sweep runs")
+    batch_size: int = Field(100, ge=1, le=10000, description="studies deleted per batch")
+
+
+class ArchiveConfig(Strict):
+    """The filesystem archive of DICOM instances (and HL7 messages routed to it)."""
+
+    root: str | None = Field(None, description="archive folder; default <data_dir>/archive")
+    layout: str = Field(
+        "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm",
+        description="path of an instance under the root, from DICOM keywords (UIDs only: no user-typed text)",
+    )
+    hl7_layout: str = Field(
+        "hl7/{channel}/{date}/{message_id}.hl7", description="path of an archived HL7 message under the root"
+    )
+    duplicates: Literal["keep_first", "replace", "reject"] = Field(
+        "keep_first",
+        description="the same SOP Instance UID again: keep the first (success with a warning), replace, or reject",
+    )
+    fsync: bool = Field(True, description="fsync each file and its folder before answering (off only for tests)")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
 class RootConfig(Strict):
     """The whole config file."""
 
     data_dir: str = "./data"
     database: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir")
     store: StoreConfig = Field(default_factory=StoreConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     channels: list[dict[str, Any]] = Field(default_factory=list)

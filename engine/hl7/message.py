@@ -205,7 +205,9 @@ class HL7Message:
                 fp = _PATH_CACHE.get(path) or parse_path(path)  # type: ignore[arg-type]
                 value = self._cache[key] = self._lookup(fp, raw)
             return value or default
-        return self._lookup(path, raw) or default  # type: ignore[arg-type]
+        if path.__class__ is FieldPath:
+            return self._lookup(path, raw) or default  # type: ignore[arg-type]
+        return default  # a DICOM keyword path (engine.event.KeywordPath): HL7 has no such field
 
     def _lookup(self, fp: FieldPath, raw: bool) -> str:
         """The value at *fp* or ``""`` (the hot accessor: index and split inlined)."""

@@ -207,6 +207,10 @@ class Writer:
         A delivery whose content is the message's ``transformed`` text stores NULL content
         (the queue reads it from the message): one copy of the outbound text instead of two.
         """
+        self.submit_cb(self.message_op(values, outputs), done)
+
+    def message_op(self, values: dict[str, Any], outputs: list[tuple[str, str]]) -> Op:
+        """The op inserting a message and its QUEUED deliveries (for callers adding to the same transaction)."""
         channel, now, transformed = values["channel"], values["received_at"], values.get("transformed")
 
         def op(cur: Any, stmts: HotStatements) -> tuple[int, list[int]]:
@@ -225,7 +229,7 @@ class Writer:
                 ids.append(stmts.execute_insert(cur, stmts.insert_delivery, row))
             return mid, ids
 
-        self.submit_cb(op, done)
+        return op
 
     def _outcome_values(
         self, delivery_id: int, ok: bool, response: str | None, attempts: int, error: str | None

@@ -1,0 +1,42 @@
+"""Shared pynetdicom setup: presentation contexts, TCP_NODELAY, TLS contexts, status helpers."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, build_context
+
+# Receive C-STORE datasets straight to a file and send files without decoding them
+# (DESIGN.md §3.6: large instances are never held whole in memory).
+_config.STORE_RECV_CHUNKED_DATASET = True
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+#: Every storage SOP class with every transfer syntax pynetdicom knows: instances are kept as
+#: received, never transcoded, so the SCP accepts whatever the sender proposes.
+STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(cx.abstract_syntax for cx in AllStoragePresentationContexts)
+
+
+def storage_contexts() -> list[Any]:
+    """Supported presentation contexts for storage: all storage SOP classes × all transfer syntaxes."""
+    return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in STORAGE_SOP_CLASSES]
+
+
+def set_nodelay(sock: Any) -> None:
+    """Disable Nagle on a DICOM socket (pynetdicom leaves it on: each small PDU would wait ~40 ms)."""
+    raw = getattr(sock, "socket", sock)
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # closed already, or not TCP
+
+
+def status_class(status: int) -> str:
+    """``success``, ``warning``, ``pending`` or ``failure`` for a DIMSE status value (PS3.7 C)."""
+    if status == 0x0000:
+        return "success"
+    if status in (0xFF00, 0xFF01):
+        return "pending"
+    if status == 0x0001 or (status >> 12) == 0xB or status == 0x0107 or status == 0x0116:
+        return "warning"
+    return "failure"
