@@ -1,0 +1,186 @@
+"""Atomic file placement: temp → fsync → link or rename → fsync the folder.
+
+A final name only ever points at a complete, fsynced file: data is written (or copied) to a
+temporary name first, and the final name appears by ``os.link`` (``keep_first``/``reject``:
+atomic create-if-absent, so two associations storing the same SOP Instance keep exactly one)
+or ``os.replace`` (``replace``). A crash at any step leaves at most a temp file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Literal
+
+Policy = Literal["keep_first", "replace", "reject"]
+POLICIES: tuple[str, ...] = ("keep_first", "replace", "reject")
+PLACED, EXISTS, REPLACED = "placed", "exists", "replaced"
+CHUNK = 1 << 20  # 1 MiB
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a folder's entries to disk (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(directory: Path, fsync: bool = True) -> None:
+    """Create *directory* and its missing parents; with *fsync*, each new entry is made durable."""
+    if directory.is_dir():
+        return
+    missing = []
+    d = directory
+    while not d.is_dir():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # another thread created it (and fsyncs its parent itself)
+        if fsync:
+            fsync_dir(d.parent)
+
+
+def temp_name(final: Path) -> Path:
+    """A fresh hidden temp name next to *final* (same folder, so same filesystem)."""
+    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def copy_next_to(source: Path, final: Path, fsync: bool = True) -> Path:
+    """Copy *source* to a temp file in *final*'s folder (fsynced); the caller links or renames it."""
+    tmp = temp_name(final)
+    try:
+        with open(source, "rb") as src, open(tmp, "xb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+            dst.flush()
+            if fsync:
+                os.fsync(dst.fileno())
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    """True when *a* and *b* are on one device (a hard link or rename between them works)."""
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def place_file(temp: Path, final: Path, *, policy: str, fsync: bool = True) -> str:
+    """Put the complete file *temp* at *final* per *policy*: ``placed``, ``exists`` or ``replaced``.
+
+    ``keep_first`` and ``reject`` never touch an existing *final* (``exists``: nothing changed);
+    ``replace`` overwrites it atomically. After a link *temp* is still there for the caller to
+    remove; after a rename it is gone. On another filesystem *temp* is first copied next to
+    *final*. An exception leaves *final* as it was.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown duplicate policy {policy!r}")
+    directory = final.parent
+    ensure_dir(directory, fsync)
+    source, copied = temp, None
+    if not same_filesystem(temp, directory):
+        source = copied = copy_next_to(temp, final, fsync)
+    elif fsync:
+        fsync_file(temp)
+    try:
+        if policy == "replace":
+            existed = os.path.lexists(final)
+            os.replace(source, final)
+            result = REPLACED if existed else PLACED
+        else:
+            try:
+                os.link(source, final)
+            except FileExistsError:
+                return EXISTS
+            if fsync:
+                try:
+                    fsync_dir(directory)
+                except BaseException:
+                    _unlink(final)  # the name is ours and not durable: take it back
+                    raise
+            return PLACED
+        if fsync:
+            fsync_dir(directory)
+        return result
+    finally:
+        if copied is not None:
+            _unlink(copied)
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write *data* to *path* via a temp file and ``os.replace`` (folders created; an old file replaced)."""
+    ensure_dir(path.parent, fsync)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file as hex, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_file(path: Path, fsync: bool = True) -> bool:
+    """Delete *path* if it exists (folder fsynced); True when something was removed."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    if fsync:
+        fsync_dir(path.parent)
+    return True
+
+
+def prune_empty_dirs(start: Path, stop: Path) -> None:
+    """Remove *start* and its parents while they are empty, never *stop* or above."""
+    d = start
+    while d != stop and stop in d.parents:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
