@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import DownstreamReceiver, EngineProcess
+from tests.integration.orthanc import orthanc  # noqa: F401 - the Orthanc fixture for every integration test
 
 
 @pytest.fixture
