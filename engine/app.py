@@ -55,7 +55,7 @@ class App:
         self.archive: Any = None
         archive_type = vc.registry.find("service", "archive")
         if archive_type is not None:
-            self.archive = archive_type.build(root.archive, self._ctx("", "archive"))
+            self.archive = archive_type.build(vc.archive, self._ctx("", "archive"))
         for spec in vc.channels:
             if spec.config.enabled:
                 self.services[spec.config.name] = self._build_channel(spec)

@@ -36,4 +36,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pynetdicom logs every DIMSE exchange at INFO ("Sending Store Request" per instance): keep it to warnings.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)

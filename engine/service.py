@@ -18,7 +18,7 @@ from engine.event import Event
 from engine.hl7.ack import AckPolicy, ack_policy, build_ack
 from engine.hl7.charset import CharsetError, decode_message
 from engine.hl7.message import HL7Error, HL7Message, unescape
-from engine.pipeline import CompiledChannel, run_pipeline
+from engine.pipeline import CompiledChannel, PipelineResult, run_pipeline
 from engine.queue import DestinationQueue
 from engine.store.queries import QueuedItem, thd_find_key, thd_prune_batch, thd_recent_keys
 from engine.store.schema import ERROR, FILTERED
@@ -234,13 +234,16 @@ class ChannelService(Service):
         *,
         extra_op: Callable[[Any, Any, int], Any] | None = None,
         sending_app: str | None = None,
+        skip_reason: str | None = None,
     ) -> defer.Deferred:
         """Store an event as a message, route it, and queue its deliveries; fires after COMMIT.
 
         *extra_op* ``(cursor, stmts, message_id) -> result`` runs in the same transaction (the
         archive's index rows), so the event and what it describes are committed together. Fires
         with ``(message_id, delivery_ids, extra_result)``; fails if the transaction failed (nothing
-        of it is stored then). Runs in the reactor thread.
+        of it is stored then). With *skip_reason* the event is stored as FILTERED for that reason
+        and not routed (a duplicate instance the archive kept the first copy of). Runs in the
+        reactor thread.
         """
         started = time.perf_counter()
         now = time.time()
@@ -256,7 +259,11 @@ class ChannelService(Service):
             "patient_id": attrs.get("PatientID", "")[:64] or None,
             "accession": attrs.get("AccessionNumber", "")[:64] or None,
         }  # fmt: skip
-        result = run_pipeline(event, self.compiled)
+        result = (
+            run_pipeline(event, self.compiled)
+            if skip_reason is None
+            else PipelineResult(FILTERED, filter_info=skip_reason)
+        )
         values.update(
             status=result.status, transformed=result.transformed, filter_info=result.filter_info, error=result.error
         )

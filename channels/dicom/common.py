@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, build_context
@@ -11,6 +13,8 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _c
 # (DESIGN.md §3.6: large instances are never held whole in memory).
 _config.STORE_RECV_CHUNKED_DATASET = True
 _config.STORE_SEND_CHUNKED_DATASET = True
+# pynetdicom logs the identifiers of C-FIND/C-MOVE/C-GET requests (patient names, ids) at INFO.
+_config.LOG_REQUEST_IDENTIFIERS = False
 
 #: Every storage SOP class with every transfer syntax pynetdicom knows: instances are kept as
 #: received, never transcoded, so the SCP accepts whatever the sender proposes.
@@ -40,3 +44,24 @@ def status_class(status: int) -> str:
     if status == 0x0001 or (status >> 12) == 0xB or status == 0x0107 or status == 0x0116:
         return "warning"
     return "failure"
+
+
+def ssl_server_context(cfg: Any, base: Path) -> ssl.SSLContext:
+    """A stdlib TLS server context (what pynetdicom wraps sockets with) from a ``TLSServerConfig``.
+
+    With ``ca`` set, clients must present a certificate signed by it (DICOM TLS, PS3.15 B.1).
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(base / cfg.cert), str(base / cfg.key))
+    if cfg.ca:
+        ctx.load_verify_locations(str(base / cfg.ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def ssl_client_context(cfg: Any, base: Path) -> ssl.SSLContext:
+    """A stdlib TLS client context from a ``TLSClientConfig`` (server certificate always checked)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(base / cfg.ca) if cfg.ca else None)
+    if cfg.cert and cfg.key:
+        ctx.load_cert_chain(str(base / cfg.cert), str(base / cfg.key))
+    return ctx

@@ -57,6 +57,7 @@ class ValidatedConfig:
     registry: Registry
     jinja_env: Any
     warnings: list[ConfigIssue] = field(default_factory=list)
+    archive: Any = None  # the archive: section validated by the archive service's own model, if installed
 
 
 class _Checker:
@@ -169,7 +170,12 @@ def validate_config(
     root = checker.model(RootConfig, data, ()) if not fatal else None
     channels: list[ChannelSpec] = []
     binds: list[tuple[tuple, str, int]] = []
+    archive = None
     if root is not None:
+        service = registry.find("service", "archive")
+        if service is not None:
+            raw_archive = data.get("archive") if isinstance(data, dict) else None
+            archive = checker.model(service.model, raw_archive if raw_archive is not None else {}, ("archive",))
         if root.metrics.enabled:
             binds.append((("metrics", "port"), root.metrics.host, root.metrics.port))
         names: dict[str, int] = {}
@@ -209,6 +215,7 @@ def validate_config(
         registry=registry,
         jinja_env=checker.jinja_env,
         warnings=[i for i in checker.issues if i.severity != "error"],
+        archive=archive if archive is not None else root.archive,
     )
 
 

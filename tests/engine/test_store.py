@@ -489,3 +489,25 @@ def test_migration_0002_keeps_queued_rows(tmp_path: Any) -> None:
             assert [tuple(r) for r in contents] == [("a", "T"), ("b", "own")]
     finally:
         engine.dispose()
+
+
+def test_migrations_match_the_table_definitions(any_store: Store) -> None:
+    """Every table, column and index of the SQLAlchemy metadata (engine and archive) is what the migrations made."""
+    import archive.schema  # noqa: F401 - registers the archive tables on the shared metadata
+    from engine.store.schema import metadata
+
+    insp = inspect(any_store.engine)
+    for table in metadata.sorted_tables:
+        columns = {c["name"]: c for c in insp.get_columns(table.name)}
+        assert set(columns) == {c.name for c in table.columns}, table.name
+        for column in table.columns:
+            assert columns[column.name]["nullable"] == column.nullable, (table.name, column.name)
+        db_indexes = insp.get_indexes(table.name)
+        indexes = {ix["name"]: tuple(ix["column_names"]) for ix in db_indexes}
+        for index in table.indexes:
+            assert indexes.get(index.name) == tuple(c.name for c in index.columns), (table.name, index.name)
+        uniques = {tuple(u["column_names"]) for u in insp.get_unique_constraints(table.name)}
+        uniques |= {tuple(ix["column_names"]) for ix in db_indexes if ix["unique"]}
+        for column in table.columns:
+            if column.unique:
+                assert (column.name,) in uniques, (table.name, column.name)

@@ -29,7 +29,7 @@ def _errors(path: Path, **kw) -> list[str]:
 def test_example_config_is_valid():
     """The shipped config.example.yaml validates with the installed component types."""
     vc = validate_config(ROOT / "config.example.yaml", check_ports=False, environ={})
-    assert [c.config.name for c in vc.channels] == ["his-inbound", "legacy-drop"]
+    assert [c.config.name for c in vc.channels] == ["his-inbound", "legacy-drop", "modality-images"]
     assert vc.database_url.startswith("sqlite:///") and vc.database_url.endswith("radbridge.db")
 
 
