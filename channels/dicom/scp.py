@@ -23,6 +23,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from channels.dicom import incoming, qr
 from channels.dicom.common import set_nodelay, ssl_server_context
 from channels.dicom.contexts import scp_contexts
+from channels.dicom.fastdimse import install_fast_decode
 from channels.dicom.loops import WakingAssociation, WakingRequestHandler
 from channels.dicom.storage import StorageHandler
 from channels.mllp.tls import TLSServerConfig
@@ -157,6 +158,7 @@ class DicomSCP:
         """Bind and serve on pynetdicom's threads."""
         cfg = self.config
         archive = self.ctx.archive
+        install_fast_decode()
         if cfg.storage and archive is None:
             raise RuntimeError("dicom_scp storage needs the archive (the archive package is not installed)")
         ae = AE(cfg.ae_title)

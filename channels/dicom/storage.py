@@ -29,11 +29,13 @@ OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused, out of resources (the store c
 CANNOT_UNDERSTAND = 0xC000
 
 
-def _status(code: int, comment: str = "") -> Dataset:
+def _status(code: int, comment: str = "") -> Dataset | int:
+    """The handler's answer: the status alone, or a dataset with an Error Comment (LO: 64 chars)."""
+    if not comment:
+        return code
     ds = Dataset()
     ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
+    ds.ErrorComment = comment[:64]
     return ds
 
 
@@ -48,7 +50,7 @@ class StorageHandler:
         self.metrics = metrics
         incoming.install(archive.incoming)
 
-    def __call__(self, event: Any) -> Dataset:
+    def __call__(self, event: Any) -> Dataset | int:
         """Store one instance; return the C-STORE status."""
         started = time.perf_counter()
         request = event.request
@@ -103,7 +105,7 @@ class StorageHandler:
             self.metrics.dimse_request(self.channel, "C-STORE", "success" if status == 0 else "warning")
         return _status(status)
 
-    def _failed(self, reason: str, status: Dataset) -> Dataset:
+    def _failed(self, reason: str, status: Dataset | int) -> Dataset | int:
         if self.metrics:
             self.metrics.instance_failed(self.channel, reason)
             self.metrics.dimse_request(self.channel, "C-STORE", "failure")
