@@ -148,3 +148,20 @@ def test_installed_decoder_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dimse_messages.decode.original is decode
     assert isinstance(dimse_messages.decode(BytesIO(encoded_request(store_request())), True, True), CommandSet)
     assert not isinstance(dimse_messages.decode(BytesIO(pynetdicom_bytes(response(0))), True, True), CommandSet)
+
+
+def test_cached_set_uid_behaves_like_pynetdicom() -> None:
+    """The remembering set_uid returns equal UIDs, still raises for invalid ones each time, and passes None/bytes."""
+    from pynetdicom.utils import set_uid
+
+    from channels.dicom.fastdimse import cached_set_uid
+
+    fast = cached_set_uid(set_uid)
+    uid = generate_uid()
+    assert fast(uid, "x") == set_uid(uid, "x") and fast(uid, "x") is fast(uid, "x")
+    assert fast(None, "x") is None and fast(b"1.2.3", "x") == "1.2.3"
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            fast("1" * 65, "x")
+    with pytest.raises(ValueError):
+        fast("", "x", allow_empty=False)
