@@ -53,9 +53,13 @@ class App:
         self.services: dict[str, ChannelService] = {}
         self.metrics_port: Any = None
         self.archive: Any = None
+        self.ris: Any = None
         archive_type = vc.registry.find("service", "archive")
         if archive_type is not None:
             self.archive = archive_type.build(vc.archive, self._ctx("", "archive"))
+        ris_type = vc.registry.find("service", "ris")
+        if ris_type is not None and vc.ris is not None:
+            self.ris = ris_type.build(vc.ris, self._ctx("", "ris"))  # after the archive: a merge moves studies
         for spec in vc.channels:
             if spec.config.enabled:
                 self.services[spec.config.name] = self._build_channel(spec)
@@ -72,6 +76,7 @@ class App:
             services=self.services,
             jinja_env=self.vc.jinja_env,
             archive=self.archive,
+            ris=self.ris,
         )
 
     def _build_channel(self, spec: Any) -> ChannelService:
@@ -112,6 +117,8 @@ class App:
         self.store.start()
         if self.archive is not None:
             yield defer.maybeDeferred(self.archive.start)
+        if self.ris is not None:
+            yield defer.maybeDeferred(self.ris.start)
         for name, service in self.services.items():
             yield service.startService()
             log.info("channel %s started", name)
@@ -130,6 +137,8 @@ class App:
         for service in reversed(list(self.services.values())):
             if service.running:
                 yield service.stopService()
+        if self.ris is not None:
+            yield defer.maybeDeferred(self.ris.stop)
         if self.archive is not None:
             yield defer.maybeDeferred(self.archive.stop)
         yield self.store.stop()

@@ -53,13 +53,18 @@ class Source(Protocol):
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed; ``response`` is the peer's answer if any."""
+    """A delivery attempt failed; ``response`` is the peer's answer if any.
 
-    def __init__(self, reason: str, response: str | None = None, code: str = "") -> None:
+    ``final`` means trying again cannot help (the destination refused the content itself, e.g.
+    the RIS rejecting an illegal order transition): the queue sets the delivery to ERROR at once.
+    """
+
+    def __init__(self, reason: str, response: str | None = None, code: str = "", *, final: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.response = response
         self.code = code
+        self.final = final
 
 
 @dataclass(slots=True)
@@ -103,3 +108,4 @@ class BuildContext:
     jinja_env: Any = None
     dry_run: bool = False
     archive: Any = None  # the archive service (archive.Archive) when the archive package is installed
+    ris: Any = None  # the RIS service (ris_core.service.RisService) when ris_core is installed

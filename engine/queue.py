@@ -196,7 +196,7 @@ class DestinationQueue:
         self.busy = False
         reason = exc.reason if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
         response = exc.response if isinstance(exc, DeliveryError) else None
-        final = attempt >= self.retry.max_attempts
+        final = attempt >= self.retry.max_attempts or bool(getattr(exc, "final", False))
         # A peer's own reason text may quote PHI: logs get the code, the store gets the reason.
         if isinstance(exc, DeliveryError):
             summary = f"peer answered {exc.code}" if exc.code else reason

@@ -191,6 +191,7 @@ class RootConfig(Strict):
     database: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir")
     store: StoreConfig = Field(default_factory=StoreConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    ris: dict[str, Any] = Field(default_factory=dict, description="the RIS core (its keys: ris_core.config.RisConfig)")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     channels: list[dict[str, Any]] = Field(default_factory=list)

@@ -58,6 +58,7 @@ class ValidatedConfig:
     jinja_env: Any
     warnings: list[ConfigIssue] = field(default_factory=list)
     archive: Any = None  # the archive: section validated by the archive service's own model, if installed
+    ris: Any = None  # the ris: section validated by the RIS service's model, if installed
 
 
 class _Checker:
@@ -152,6 +153,10 @@ def _check_ports(checker: _Checker, binds: list[tuple[tuple, str, int]]) -> None
             checker.add(loc, f"port {port} on {host} {why}")
 
 
+#: Engine-wide services built from top-level sections, in the order they are built.
+SERVICES = ("archive", "ris")
+
+
 def validate_config(
     path: str | Path, registry: Registry | None = None, *, environ: Any = None, check_ports: bool = True
 ) -> ValidatedConfig:
@@ -170,12 +175,13 @@ def validate_config(
     root = checker.model(RootConfig, data, ()) if not fatal else None
     channels: list[ChannelSpec] = []
     binds: list[tuple[tuple, str, int]] = []
-    archive = None
+    services: dict[str, Any] = {}
     if root is not None:
-        service = registry.find("service", "archive")
-        if service is not None:
-            raw_archive = data.get("archive") if isinstance(data, dict) else None
-            archive = checker.model(service.model, raw_archive if raw_archive is not None else {}, ("archive",))
+        for name in SERVICES:
+            service = registry.find("service", name)
+            if service is not None:  # each engine-wide service validates its own top-level section
+                raw = data.get(name) if isinstance(data, dict) else None
+                services[name] = checker.model(service.model, raw if raw is not None else {}, (name,))
         if root.metrics.enabled:
             binds.append((("metrics", "port"), root.metrics.host, root.metrics.port))
         names: dict[str, int] = {}
@@ -215,7 +221,8 @@ def validate_config(
         registry=registry,
         jinja_env=checker.jinja_env,
         warnings=[i for i in checker.issues if i.severity != "error"],
-        archive=archive if archive is not None else root.archive,
+        archive=services.get("archive") or root.archive,
+        ris=services.get("ris"),
     )
 
 

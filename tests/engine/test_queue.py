@@ -170,6 +170,20 @@ def test_max_attempts_sets_error_and_moves_on(queue: DestinationQueue, dest: Fak
     assert row(sqlite_store, good.id)["status"] == SENT
 
 
+def test_final_delivery_error_is_not_retried(queue: DestinationQueue, dest: FakeDestination, sqlite_store: Store, clock: Clock) -> None:  # fmt: skip
+    """A DeliveryError marked final (the content itself was refused) sets ERROR at the first attempt."""
+    done: list[tuple[int, bool, str]] = []
+    queue.listeners.append(lambda did, ok, reason: done.append((did, ok, reason)))
+    bad, good = put(sqlite_store, clock, "bad"), put(sqlite_store, clock, "good")
+    queue.handoff(bad)
+    queue.handoff(good)
+    dest.calls[-1][2].errback(DeliveryError("order ACC1 is COMPLETED: unable to cancel", code="AE", final=True))
+    assert done == [(bad.id, False, "order ACC1 is COMPLETED: unable to cancel")]
+    assert dest.sent == ["bad", "good"]
+    flush(sqlite_store, clock)
+    assert (row(sqlite_store, bad.id)["status"], row(sqlite_store, bad.id)["attempts"]) == (ERROR, 1)
+
+
 def test_non_delivery_error_counts_as_failure(queue: DestinationQueue, dest: FakeDestination, sqlite_store: Store, clock: Clock) -> None:  # fmt: skip
     """Any exception from send is a failed attempt, recorded with its type name."""
     item = put(sqlite_store, clock, "x")

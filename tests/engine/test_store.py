@@ -35,7 +35,7 @@ from engine.store.store import Store
 from tests.engine.conftest import has_result, message_values, result_of
 
 T0 = 1_700_000_000.0
-HEAD = "0004"
+HEAD = "0005"
 
 
 def store_one(store: Store, clock: Clock, outputs: list[tuple[str, str]] | None = None, **values: Any):
@@ -494,6 +494,7 @@ def test_migration_0002_keeps_queued_rows(tmp_path: Any) -> None:
 def test_migrations_match_the_table_definitions(any_store: Store) -> None:
     """Every table, column and index of the SQLAlchemy metadata (engine and archive) is what the migrations made."""
     import archive.schema  # noqa: F401 - registers the archive tables on the shared metadata
+    import ris_core.schema  # noqa: F401 - and the RIS tables
     from engine.store.schema import metadata
 
     insp = inspect(any_store.engine)

@@ -1,0 +1,7 @@
+"""(being written)"""
+
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``ris`` subcommands (none yet)."""

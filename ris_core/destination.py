@@ -1,0 +1,7 @@
+"""(being written)"""
+
+from typing import Any
+
+
+def register(registry: Any) -> None:
+    """Register this module's component types (none yet)."""
