@@ -8,15 +8,15 @@ import pytest
 
 from ris_core.states import EVENTS, STATES, InvalidTransition, legal, transition
 
-O, S, A, IP, CM, RP, F, CA, DC, H = (
+OR, S, A, IP, CM, RP, F, CA, DC, H = (
     "ORDERED", "SCHEDULED", "ARRIVED", "IN_PROGRESS", "COMPLETED", "REPORTED_PRELIM", "FINALIZED", "CANCELED",
     "DISCONTINUED", "HELD",
 )  # fmt: skip
 
 #: What IHE Scheduled Workflow allows, written out by hand (state → {event: next state}).
 EXPECTED: dict[str | None, dict[str, str]] = {
-    None: {"NW": O, "NW_SCHEDULED": S},
-    O: {"SCHEDULE": S, "XO": O, "HOLD": H, "ARRIVE": A, "START": IP, "DISCONTINUE": DC, "CANCEL": CA},
+    None: {"NW": OR, "NW_SCHEDULED": S},
+    OR: {"SCHEDULE": S, "XO": OR, "HOLD": H, "ARRIVE": A, "START": IP, "DISCONTINUE": DC, "CANCEL": CA},
     S: {"SCHEDULE": S, "XO": S, "HOLD": H, "ARRIVE": A, "START": IP, "DISCONTINUE": DC, "CANCEL": CA},
     A: {"XO": A, "HOLD": H, "ARRIVE": A, "START": IP, "DISCONTINUE": DC, "CANCEL": CA},
     H: {"XO": H, "HOLD": H, "RELEASE": S, "DISCONTINUE": DC, "CANCEL": CA},
