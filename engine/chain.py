@@ -1,4 +1,9 @@
-"""The ``channel`` destination: hands a message to another channel of the same engine, durably."""
+"""Channels feeding channels: the ``channel`` destination, and the ``internal`` source.
+
+The ``channel`` destination hands a message to another channel of the same engine, durably.
+A channel with an ``internal`` source listens to nothing: only other channels (``channel``
+destinations) and engine services (the RIS's order status, reports and charges) feed it.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,26 @@ class ChannelDestination:
         return d.addCallback(check)
 
 
+class InternalSourceConfig(ComponentConfig):
+    """No listener: the channel is fed by other channels and engine services."""
+
+    type: Literal["internal"] = "internal"
+
+
+class InternalSource:
+    """The source of a channel only the engine itself feeds."""
+
+    def __init__(self, config: InternalSourceConfig, ctx: BuildContext) -> None:
+        self.channel = ctx.channel
+
+    def start(self, sink: Any) -> None:
+        """Nothing to bind."""
+
+    def stop(self) -> None:
+        """Nothing to close."""
+
+
 def register(registry: Any) -> None:
-    """Register the ``channel`` destination type."""
+    """Register the ``channel`` destination and the ``internal`` source."""
     registry.add("destination", "channel", ChannelDestinationConfig, ChannelDestination)
+    registry.add("source", "internal", InternalSourceConfig, InternalSource)

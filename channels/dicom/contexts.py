@@ -12,6 +12,8 @@ from typing import Any
 
 from pynetdicom import DEFAULT_TRANSFER_SYNTAXES, build_context
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -33,8 +35,10 @@ QR_MODELS = (
 )
 
 
-def scp_contexts(*, storage: bool = True, query_retrieve: bool = True) -> list[Any]:
-    """The supported presentation contexts: Verification, storage and/or query/retrieve."""
+def scp_contexts(
+    *, storage: bool = True, query_retrieve: bool = True, worklist: bool = False, mpps: bool = False
+) -> list[Any]:
+    """The supported presentation contexts: Verification, storage, query/retrieve, worklist, MPPS."""
     contexts = [build_context(Verification, DEFAULT_TRANSFER_SYNTAXES)]
     if storage or query_retrieve:
         for cx in storage_contexts():
@@ -46,4 +50,8 @@ def scp_contexts(*, storage: bool = True, query_retrieve: bool = True) -> list[A
             contexts.append(cx)
     if query_retrieve:
         contexts.extend(build_context(uid, DEFAULT_TRANSFER_SYNTAXES) for uid in QR_MODELS)
+    if worklist:
+        contexts.append(build_context(ModalityWorklistInformationFind, DEFAULT_TRANSFER_SYNTAXES))
+    if mpps:
+        contexts.append(build_context(ModalityPerformedProcedureStep, DEFAULT_TRANSFER_SYNTAXES))
     return contexts

@@ -68,6 +68,8 @@ class DicomSCPConfig(ComponentConfig):
     network_timeout: Duration = Field(60.0, description="close an association idle this long")
     storage: bool = Field(True, description="accept C-STORE of every storage SOP class, as received")
     query_retrieve: bool = Field(True, description="serve C-FIND, C-MOVE and C-GET from the archive")
+    worklist: bool = Field(False, description="serve the Modality Worklist (C-FIND, RAD-5) from the RIS")
+    mpps: bool = Field(False, description="accept MPPS N-CREATE/N-SET (RAD-6/7) for the RIS")
     move_destinations: dict[str, MoveDestination] = Field(
         default_factory=dict, description="C-MOVE destination AE title → host and port"
     )
@@ -165,7 +167,11 @@ class DicomSCP:
         ae.maximum_pdu_size = cfg.max_pdu
         ae.maximum_associations = cfg.max_associations
         ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = cfg.acse_timeout, cfg.dimse_timeout, cfg.network_timeout
-        contexts = scp_contexts(storage=cfg.storage, query_retrieve=cfg.query_retrieve)
+        if (cfg.worklist or cfg.mpps) and self.ctx.ris is None:
+            raise RuntimeError("dicom_scp worklist/mpps need the RIS (the ris_core package is not installed)")
+        contexts = scp_contexts(
+            storage=cfg.storage, query_retrieve=cfg.query_retrieve, worklist=cfg.worklist, mpps=cfg.mpps
+        )
         ssl_context = ssl_server_context(cfg.tls, self.ctx.config_dir) if cfg.tls else None
         server = RadbridgeServer(
             ae, (cfg.host, cfg.port), cfg.ae_title, contexts, ssl_context,

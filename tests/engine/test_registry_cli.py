@@ -58,3 +58,14 @@ def test_subcommands_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = cli.build_parser()
     assert isinstance(parser, argparse.ArgumentParser)
     assert cli.main(["hello", "--name", "radbridge"]) == 7
+
+
+def test_internal_source_is_registered_and_inert() -> None:
+    """The internal source binds nothing; a channel using it is fed only by the engine."""
+    from engine.chain import InternalSource, InternalSourceConfig
+    from engine.registry import default_registry
+
+    ctype = default_registry().get("source", "internal")
+    assert ctype.model is InternalSourceConfig
+    src = InternalSource(InternalSourceConfig(), type("Ctx", (), {"channel": "to-his"})())
+    assert src.start(object()) is None and src.stop() is None
