@@ -179,8 +179,10 @@ class IndexStatements:
                   "description": "study_description", "referring_physician": "referring_physician",
                   "num_series": "zero", "num_instances": "n", "attrs": "study_attrs", "received_at": "now",
                   "updated_at": "now"}  # fmt: skip
+        # A study keeps the patient it was first stored under (or was merged into, ADT^A40): a late
+        # instance carrying a merged PatientID does not move it back (dcm4chee-arc does the same).
         st_update: dict[str, Any] = dict.fromkeys(
-            ("patient_ref", "study_date", "study_time", "accession", "study_id", "description", "referring_physician",
+            ("study_date", "study_time", "accession", "study_id", "description", "referring_physician",
              "attrs", "received_at", "updated_at"), None)  # fmt: skip
         st_update["num_instances"] = _plus("num_instances")
         self.study = HotStatement(engine, _upsert(mod, st, stcols, "study_uid", st_update, (st.c.id, st.c.modalities)))

@@ -82,6 +82,16 @@ def test_issuer_makes_a_separate_patient(any_store, clock):
     assert sorted(p.patient_key for p in rows(any_store, dicom_patients)) == ["P1^", "P1^HOSP"]
 
 
+def test_a_study_keeps_its_first_patient(any_store, clock):
+    """A later instance of the same study naming another PatientID (a merged id) does not move the study."""
+    study = generate_uid()
+    index(any_store, clock, stored(study, generate_uid()))
+    index(any_store, clock, stored(study, generate_uid(), PatientID="P-OLD"))
+    patients = {p.id: p.patient_id for p in rows(any_store, dicom_patients)}
+    (st,) = rows(any_store, dicom_studies)
+    assert patients[st.patient_ref] == "P1" and st.num_instances == 2 and st.num_series == 2
+
+
 def test_a_kept_duplicate_changes_nothing(any_store, clock):
     """keep_first: an instance already indexed returns kept (0xB006) and writes nothing."""
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
