@@ -57,7 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(vc.root.logging.level, vc.root.logging.format)
     log = logging.getLogger("radbridge")
     outcome = {"code": 0}
-    app = App(vc, reactor)
+    try:
+        app = App(vc, reactor)
+    except Exception as exc:  # noqa: BLE001 - a component that cannot be built: one line, not a traceback
+        log.error("radbridge could not start: %s", exc)
+        log.debug("build failure", exc_info=True)
+        return 1
 
     def start() -> None:
         d = app.start()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.components import BuildContext
 from engine.config.errors import ConfigError, ConfigIssue, Mark, dotted, pydantic_issues
+from engine.config.lint import lint
 from engine.config.models import DESTINATION_KEYS, ChannelConfig, DestinationConfig, RootConfig, TransformerConfig
 from engine.config.yamlpos import PositionMap, load_yaml
 from engine.filters import FilterSyntaxError, compile_filters
@@ -181,7 +182,10 @@ def validate_config(
             service = registry.find("service", name)
             if service is not None:  # each engine-wide service validates its own top-level section
                 raw = data.get(name) if isinstance(data, dict) else None
-                services[name] = checker.model(service.model, raw if raw is not None else {}, (name,))
+                services[name] = cfg = checker.model(service.model, raw if raw is not None else {}, (name,))
+                # A service model may check more than its fields (``check``: templates that do not compile).
+                for key, message in cfg.check(checker.jinja_env, config_dir) if hasattr(cfg, "check") else ():
+                    checker.add((name, key), message)
         if root.metrics.enabled:
             binds.append((("metrics", "port"), root.metrics.host, root.metrics.port))
         names: dict[str, int] = {}
@@ -199,6 +203,10 @@ def validate_config(
                 target = getattr(dest.connector, "channel", None)
                 if dest.config.type == "channel" and target not in names:
                     checker.add(dest.loc + ("channel",), f"no channel named {target!r}")
+        for name, cfg in services.items():  # channels a service sends into (``channel_refs``: key → name)
+            for key, target in cfg.channel_refs().items() if hasattr(cfg, "channel_refs") else ():
+                if target is not None and target not in names:
+                    checker.add((name, key), f"no channel named {target!r}")
         if check_ports:
             _check_ports(checker, binds)
     if any(i.severity == "error" for i in checker.issues):
@@ -211,7 +219,7 @@ def validate_config(
         )
     assert root is not None
     data_dir = (config_dir / root.data_dir).resolve()
-    return ValidatedConfig(
+    result = ValidatedConfig(
         root=root,
         path=path,
         config_dir=config_dir,
@@ -224,6 +232,8 @@ def validate_config(
         archive=services.get("archive") or root.archive,
         ris=services.get("ris"),
     )
+    result.warnings.extend(lint(result, positions))  # warnings only: unused destinations, dead routes
+    return result
 
 
 def _channel(checker: _Checker, raw: Any, loc: tuple, binds: list) -> ChannelSpec | None:
