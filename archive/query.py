@@ -221,7 +221,7 @@ class Find:
                     self._where.append(exists().where(se2.c.study_ref == dicom_studies.c.id, cond))
                     self.uses_like = True
                 self._cols.append(dicom_studies.c.modalities.label(label))
-                self._returns.append((keyword, lambda r, _c, n=label: _multi(r[n])))
+                self._returns.append((keyword, lambda r, _c, n=label: multi_value(r[n])))
             else:
                 self._cols.append(_computed(keyword).label(label))
                 self._returns.append((keyword, lambda r, _c, n=label: r[n]))
@@ -294,12 +294,12 @@ class Find:
         out: dict[str, Any] = {"QueryRetrieveLevel": self.level}
         for keyword, get in self._returns:
             out[keyword] = get(row, cache)
-        if any(_non_ascii(v) for v in out.values()):
+        if any(non_ascii(v) for v in out.values()):
             out["SpecificCharacterSet"] = UTF8
         return out
 
     def _iter(self, conn: Connection, after: int, limit: int | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        with _case_sensitive_like(conn, self.uses_like):
+        with case_sensitive_like(conn, self.uses_like):
             result = conn.execution_options(yield_per=256).execute(self.statement(after=after, limit=limit))
             try:
                 for row in result:
@@ -377,7 +377,7 @@ def locate(
 
 
 @contextmanager
-def _case_sensitive_like(conn: Connection, needed: bool) -> Iterator[None]:
+def case_sensitive_like(conn: Connection, needed: bool) -> Iterator[None]:
     """SQLite's LIKE ignores ASCII case; PostgreSQL's does not. Make SQLite's match for this read."""
     sqlite = needed and conn.dialect.name == "sqlite"
     if sqlite:
@@ -397,18 +397,18 @@ def _empty_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _multi(value: str | None) -> Any:
+def multi_value(value: str | None) -> Any:
     if not value:
         return None
     parts = value.split("\\")
     return parts if len(parts) > 1 else parts[0]
 
 
-def _non_ascii(value: Any) -> bool:
+def non_ascii(value: Any) -> bool:
     if isinstance(value, str):
         return not value.isascii()
     if isinstance(value, list):
-        return any(_non_ascii(v) for v in value)
+        return any(non_ascii(v) for v in value)
     if isinstance(value, dict):
-        return any(_non_ascii(v) for v in value.values())
+        return any(non_ascii(v) for v in value.values())
     return False

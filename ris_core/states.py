@@ -19,7 +19,8 @@ Events and where they come from:
 ``COMPLETE``       MPPS N-SET COMPLETED (RAD-7), or the study-stable timeout
 ``DISCONTINUE``    MPPS N-SET DISCONTINUED, or ORC-1 DC
 ``CANCEL``         ORC-1 CA (only before the exam: after it the RIS answers "unable to cancel")
-``REPORT_P``       ORU^R01 with OBR-25 P;  ``REPORT_F``: F;  ``REPORT_C``: C (a corrected final)
+``REPORT_P``       ORU^R01 with OBR-25 P;  ``REPORT_F``: F;  ``REPORT_C``: C (a corrected final).
+                   A preliminary after the final is refused; a final after the final is a new version.
 =================  ==========================================================================
 """
 
@@ -65,6 +66,7 @@ def _table() -> dict[tuple[str | None, str], str]:
         (CANCELED, "CANCEL"): CANCELED,
         (REPORTED_PRELIM, "REPORT_P"): REPORTED_PRELIM,
         (FINALIZED, "REPORT_C"): FINALIZED,
+        (FINALIZED, "REPORT_F"): FINALIZED,  # a final sent again (new MSH-10): kept as a new version
     }
     for state in BEFORE_EXAM:
         t[(state, "XO")] = state

@@ -23,7 +23,7 @@ EXPECTED: dict[str | None, dict[str, str]] = {
     IP: {"START": IP, "COMPLETE": CM, "DISCONTINUE": DC, "REPORT_P": RP, "REPORT_F": F},
     CM: {"COMPLETE": CM, "REPORT_P": RP, "REPORT_F": F},
     RP: {"REPORT_P": RP, "REPORT_F": F},
-    F: {"REPORT_C": F},
+    F: {"REPORT_C": F, "REPORT_F": F},
     CA: {"CANCEL": CA},
     DC: {"DISCONTINUE": DC},
 }
