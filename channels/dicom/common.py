@@ -15,6 +15,8 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 _config.STORE_SEND_CHUNKED_DATASET = True
 # pynetdicom logs the identifiers of C-FIND/C-MOVE/C-GET requests (patient names, ids) at INFO.
 _config.LOG_REQUEST_IDENTIFIERS = False
+# ... and formats every C-FIND response identifier (pretty_dataset) whatever the log level: off too.
+_config.LOG_RESPONSE_IDENTIFIERS = False
 # pynetdicom's "standard" handlers describe every PDU and DIMSE message for its logger, formatting
 # fields of each command set whatever the log level: a large share of the CPU per stored instance.
 _config.LOG_HANDLER_LEVEL = "none"

@@ -20,7 +20,7 @@ from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from channels.dicom import incoming, qr
+from channels.dicom import incoming, mpps, mwl, qr
 from channels.dicom.common import set_nodelay, ssl_server_context
 from channels.dicom.contexts import scp_contexts
 from channels.dicom.fastdimse import install_fast_decode
@@ -70,6 +70,9 @@ class DicomSCPConfig(ComponentConfig):
     query_retrieve: bool = Field(True, description="serve C-FIND, C-MOVE and C-GET from the archive")
     worklist: bool = Field(False, description="serve the Modality Worklist (C-FIND, RAD-5) from the RIS")
     mpps: bool = Field(False, description="accept MPPS N-CREATE/N-SET (RAD-6/7) for the RIS")
+    worklist_limit: int | None = Field(
+        None, ge=1, description="answer at most this many worklist items per query (empty: all)"
+    )
     move_destinations: dict[str, MoveDestination] = Field(
         default_factory=dict, description="C-MOVE destination AE title → host and port"
     )
@@ -263,6 +266,15 @@ class DicomSCP:
             )
         if cfg.query_retrieve:
             handlers.extend(self._qr_handlers(archive))
+        ris = self.ctx.ris
+        if cfg.worklist:
+            # One EVT_C_FIND per server: the worklist handler answers MWL and hands the rest to Q/R.
+            handlers = mwl.bind(
+                ris=ris, channel=self.channel, metrics=self.metrics,
+                case_insensitive_pn=cfg.case_insensitive_pn, limit=cfg.worklist_limit, handlers=handlers,
+            )  # fmt: skip
+        if cfg.mpps:
+            handlers.extend(mpps.bind(ris=ris, reactor=self.ctx.reactor, channel=self.channel, metrics=self.metrics))
         return handlers
 
     def _qr_handlers(self, archive: Any) -> list[tuple[Any, Any]]:
