@@ -29,7 +29,9 @@ def _errors(path: Path, **kw) -> list[str]:
 def test_example_config_is_valid():
     """The shipped config.example.yaml validates with the installed component types."""
     vc = validate_config(ROOT / "config.example.yaml", check_ports=False, environ={})
-    assert [c.config.name for c in vc.channels] == ["his-inbound", "legacy-drop", "modality-images"]
+    names = [c.config.name for c in vc.channels]
+    assert names == ["his-inbound", "legacy-drop", "dictation", "modality-images", "to-his", "to-ehr"]
+    assert vc.ris.status_channel == "to-his" and vc.ris.report_channel == "to-ehr"
     assert vc.database_url.startswith("sqlite:///") and vc.database_url.endswith("radbridge.db")
 
 
