@@ -14,6 +14,9 @@ Generated ids: accession ``accession_prefix`` + base-36 milliseconds (8) + a bas
 at most 16 characters and checked unique; SPS ids ``SPS`` + the same 10 characters; the requested
 procedure id defaults to the accession; Study UIDs come from ``pydicom.uid.generate_uid()``; the
 filler order number is ORC-3 when the placer sent one, else ``accession^application``.
+
+Lookups and generated ids are in :mod:`ris_core.order_lookup`, worklist rows in
+:mod:`ris_core.steps`; their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,19 +28,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
-from mappings.ris import WorklistTemplateError, render_worklist_item
 from ris_core import states
 from ris_core.hl7in import OrderIn, OrderMessage, Rejected, SpsIn
-from ris_core.patients import attr_text, patient_vars, thd_get_patient, thd_patient_from_attrs
+from ris_core.order_lookup import B36 as B36
+from ris_core.order_lookup import generate_id as generate_id
+from ris_core.order_lookup import thd_find_order as thd_find_order
+from ris_core.order_lookup import thd_new_accession as thd_new_accession
+from ris_core.order_lookup import thd_order_row as thd_order_row
+from ris_core.patients import attr_text, thd_patient_from_attrs
 from ris_core.schema import ris_history, ris_orders, ris_sps, ris_studies
 from ris_core.states import InvalidTransition, transition
+from ris_core.steps import item_columns as item_columns
+from ris_core.steps import order_vars as order_vars
+from ris_core.steps import sps_vars as sps_vars
+from ris_core.steps import thd_open_orders as thd_open_orders
+from ris_core.steps import thd_refresh_items as thd_refresh_items
+from ris_core.steps import thd_write_sps as thd_write_sps
 
 __all__ = ["Change", "InvalidTransition", "thd_apply", "thd_create_unscheduled", "thd_find_order"]
 
-B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_counter = itertools.count()
 OC, SP, HI = ris_orders.c, ris_sps.c, ris_history.c
 
 
@@ -50,93 +61,6 @@ class Change:
     from_state: str | None
     to_state: str
     report_id: int | None = None
-
-
-def _b36(n: int) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = B36[r] + out
-        if not n:
-            return out
-
-
-def generate_id(prefix: str, now: float) -> str:
-    """``prefix`` + 8 base-36 digits of epoch milliseconds + a 2-digit base-36 counter (≤ 16 with a 6-char prefix)."""
-    return f"{prefix}{_b36(int(now * 1000)).rjust(8, '0')}{_b36(next(_counter) % 1296).rjust(2, '0')}"
-
-
-def thd_new_accession(conn: Connection, prefix: str, now: float) -> str:
-    """A generated accession no order uses yet."""
-    while True:
-        accession = generate_id(prefix, now)
-        if conn.execute(select(OC.id).where(OC.accession == accession)).first() is None:
-            return accession
-
-
-def _norm_time(value: str | None) -> str | None:
-    """DICOM TM ``HHMMSS.ffffff`` padded (the schema's normalisation)."""
-    if not value:
-        return None
-    main, _, frac = value.partition(".")
-    if not main.isdigit() or len(main) not in (2, 4, 6):
-        return None
-    return main.ljust(6, "0") + "." + frac[:6].ljust(6, "0")
-
-
-def _split_ei(value: str | None) -> dict[str, str]:
-    ident, _, ns = (value or "").partition("^")
-    return {"id": ident, "namespace": ns}
-
-
-def order_vars(row: Any) -> dict[str, Any]:
-    """An order row as the plain dict templates see."""
-    m = row._mapping
-    attrs = json.loads(m["attrs"] or "{}")
-    procedure = {"code": m["procedure_code"] or "", "text": m["procedure_text"] or "",
-                 "scheme": m["procedure_scheme"] or ""}  # fmt: skip
-    values = {k: ("" if m[k] is None else m[k]) for k in m if k != "attrs"}
-    values.update(
-        procedure=procedure, requested_procedure=attrs.get("requested_procedure") or procedure,
-        placer=_split_ei(m["placer_number"]), filler=_split_ei(m["filler_number"]),
-        message=attrs.get("message") or "ORM_O01", attrs=attrs,
-    )  # fmt: skip
-    return values
-
-
-def sps_vars(spec: dict[str, Any], status: str) -> dict[str, Any]:
-    """One step (its spec kept in the order's attrs) as the plain dict templates see."""
-    return {**spec, "status": status}
-
-
-def thd_order_row(conn: Connection, order_id: int, *, lock: bool = False) -> Any:
-    """The order row *order_id* (locked for update on PostgreSQL with *lock*), or None."""
-    query = select(ris_orders).where(OC.id == order_id)
-    return conn.execute(query.with_for_update() if lock else query).first()
-
-
-def thd_find_order(
-    conn: Connection, *, accession: str | None = None, study_uid: str | None = None,
-    requested_procedure_id: str | None = None, sps_id: str | None = None,
-) -> dict | None:  # fmt: skip
-    """The order (row as a dict, with ``patient_ref``) by accession, else Study UID, SPS id or requested procedure id."""
-    newest = OC.id.desc()
-    queries = []
-    if accession:
-        queries.append(select(ris_orders).where(OC.accession == accession))
-    if study_uid:
-        queries.append(select(ris_orders).where(OC.study_uid == study_uid).order_by(newest))
-    if sps_id:
-        queries.append(
-            select(ris_orders).join(ris_sps, SP.order_ref == OC.id).where(SP.sps_id == sps_id).order_by(newest)
-        )
-    if requested_procedure_id:
-        queries.append(select(ris_orders).where(OC.requested_procedure_id == requested_procedure_id).order_by(newest))
-    for query in queries:
-        row = conn.execute(query.limit(1)).first()
-        if row is not None:
-            return dict(row._mapping)
-    return None
 
 
 def _patch_status(item: str | None, status: str) -> str | None:
@@ -189,77 +113,6 @@ def thd_already_applied(conn: Connection, order_ids: list[int], source: str, mes
         return False
     query = select(HI.id).where(HI.order_ref.in_(order_ids), or_(*conds)).limit(1)
     return conn.execute(query).first() is not None
-
-
-# -- worklist rows ---------------------------------------------------------------------------------
-def _first(data: dict, tag: str) -> str | None:
-    values = (data.get(tag) or {}).get("Value") or []
-    value = values[0] if values else None
-    if isinstance(value, dict):
-        value = value.get("Alphabetic")
-    return None if value in (None, "") else str(value)
-
-
-def item_columns(item: dict[str, Any]) -> dict[str, Any]:
-    """The ``ris_sps`` matching columns, read from a rendered item (DICOM JSON)."""
-    step = ((item.get("00400100") or {}).get("Value") or [{}])[0]
-    name = _first(item, "00100010")
-    aes = "\\".join(str(v) for v in (step.get("00400001") or {}).get("Value") or [])
-    while len(aes) > 160:
-        aes = aes.rsplit("\\", 1)[0]
-    return {
-        "patient_id": _first(item, "00100020"), "issuer": _first(item, "00100021"),
-        "patient_name": name, "patient_name_upper": name.upper() if name else None,
-        "accession": _first(item, "00080050"), "requested_procedure_id": _first(item, "00401001"),
-        "study_uid": _first(item, "0020000D"), "modality": _first(step, "00080060"), "station_ae": aes or None,
-        "station_name": _first(step, "00400010"), "start_date": _first(step, "00400002"),
-        "start_time": _norm_time(_first(step, "00400003")), "description": _first(step, "00400007"),
-        "performing_physician": _first(step, "00400006"),
-    }  # fmt: skip
-
-
-def thd_write_sps(conn: Connection, rt: Any, order_id: int, *, now: float) -> None:
-    """Render the order's steps (specs in its attrs) into ``ris_sps``: the set is replaced."""
-    order = thd_order_row(conn, order_id)
-    attrs = json.loads(order.attrs or "{}")
-    ovars = order_vars(order)
-    pvars = patient_vars(thd_get_patient(conn, order.patient_ref))
-    status = states.SPS_STATUS[order.state]
-    existing = {r.sps_id: r.id for r in conn.execute(select(SP.id, SP.sps_id).where(SP.order_ref == order_id))}
-    keep = set()
-    for spec in attrs.get("sps") or []:
-        svars = sps_vars(spec, status)
-        try:
-            item = render_worklist_item(rt.worklist, patient=pvars, order=ovars, sps=svars,
-                                        defaults=rt.config.defaults.model_dump())  # fmt: skip
-        except WorklistTemplateError as exc:
-            where = f" ({exc.template}:{exc.line})" if exc.line else f" ({exc.template})"
-            raise Rejected(
-                f"worklist item of order {order.accession}: {exc.keyword or 'item'} is invalid{where}"
-            ) from exc
-        values = {**item_columns(item), "status": status, "item": json.dumps(item), "updated_at": now}
-        keep.add(spec["sps_id"])
-        if spec["sps_id"] in existing:
-            conn.execute(update(ris_sps).where(SP.id == existing[spec["sps_id"]]).values(**values))
-        else:
-            conn.execute(insert(ris_sps).values(order_ref=order_id, sps_id=spec["sps_id"], created_at=now, **values))
-    gone = [sid for key, sid in existing.items() if key not in keep]
-    if gone:
-        conn.execute(delete(ris_sps).where(SP.id.in_(gone)))
-
-
-def thd_refresh_items(conn: Connection, rt: Any, order_ids: list[int], *, now: float) -> None:
-    """Re-render the worklist rows of *order_ids* (after a patient update or merge)."""
-    for oid in order_ids:
-        if conn.execute(select(SP.id).where(SP.order_ref == oid).limit(1)).first() is not None:
-            thd_write_sps(conn, rt, oid, now=now)
-
-
-def thd_open_orders(conn: Connection, patient_ref: int) -> list[int]:
-    """Ids of the patient's orders that are still on (or may return to) the worklist."""
-    open_states = (*states.OPEN_ON_WORKLIST, states.HELD)
-    query = select(OC.id).where(OC.patient_ref == patient_ref, OC.state.in_(open_states)).order_by(OC.id)
-    return [int(r[0]) for r in conn.execute(query)]
 
 
 # -- placer order messages ------------------------------------------------------------------------
