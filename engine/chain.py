@@ -75,5 +75,5 @@ class InternalSource:
 
 def register(registry: Any) -> None:
     """Register the ``channel`` destination and the ``internal`` source."""
-    registry.add("destination", "channel", ChannelDestinationConfig, ChannelDestination)
-    registry.add("source", "internal", InternalSourceConfig, InternalSource)
+    registry.add("destination", "channel", ChannelDestinationConfig, ChannelDestination, offline=True)
+    registry.add("source", "internal", InternalSourceConfig, InternalSource, offline=True)

@@ -108,6 +108,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from engine import cli_messages
+    from engine.testing import cli as testing_cli
 
     p = argparse.ArgumentParser(prog="radbridge", description="HL7 v2 / DICOM integration engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", metavar="FILE", help="files of HL7 messages ('-' for stdin)")
     s.set_defaults(func=cmd_send)
     cli_messages.add_parser(sub)
+    testing_cli.add_parser(sub)
     for ep in entry_points(group=COMMANDS_GROUP):
         ep.load()(sub)  # other packages' subcommands, e.g. ``radbridge archive verify``
     return p

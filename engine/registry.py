@@ -30,6 +30,9 @@ class ComponentType:
     model: type[BaseModel]
     build: Callable[[Any, Any], Any]
     description: str = ""
+    #: runs inside the engine with no network or folder of its own (the RIS, ``channel``): ``radbridge
+    #: test`` keeps it real instead of swapping it for a ``memory`` connector
+    offline: bool = False
 
 
 class DuplicateComponent(ValueError):
@@ -42,8 +45,11 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[tuple[str, str], ComponentType] = {}
 
-    def add(self, kind: Kind, name: str, model: type[BaseModel], build: Callable, description: str = "") -> None:
-        """Register *build* for ``type: name`` of *kind* with its config *model*."""
+    def add(
+        self, kind: Kind, name: str, model: type[BaseModel], build: Callable, description: str = "", *,
+        offline: bool = False,
+    ) -> None:  # fmt: skip
+        """Register *build* for ``type: name`` of *kind* with its config *model* (*offline*: see ComponentType)."""
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}")
         key = (kind, name)
@@ -52,7 +58,7 @@ class Registry:
             raise DuplicateComponent(f"{kind} type {name!r} is registered twice")
         if not description and build.__doc__:
             description = build.__doc__.strip().splitlines()[0]
-        self._types[key] = ComponentType(kind, name, model, build, description)
+        self._types[key] = ComponentType(kind, name, model, build, description, offline)
 
     def component(self, kind: Kind, name: str, model: type[BaseModel]) -> Callable[[Callable], Callable]:
         """Decorator form of :meth:`add`."""

@@ -69,4 +69,4 @@ class RisDestination:
 
 def register(registry: Any) -> None:
     """Register the ``ris`` destination type."""
-    registry.add("destination", "ris", RisDestinationConfig, RisDestination)
+    registry.add("destination", "ris", RisDestinationConfig, RisDestination, offline=True)

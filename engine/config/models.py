@@ -195,3 +195,6 @@ class RootConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     channels: list[dict[str, Any]] = Field(default_factory=list)
+    tests: list[dict[str, Any]] = Field(
+        default_factory=list, description="channel test cases for `radbridge test` (engine.testing.cases.Case)"
+    )
