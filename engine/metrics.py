@@ -6,15 +6,21 @@ metric families from them when ``/metrics`` is scraped (a custom collector). A
 which at eight calls per message was ~5 % of the engine's CPU. The verbs must be called
 from the reactor thread, except the DICOM verbs, which pynetdicom's handler threads call and
 which take a lock.
+
+Scrape-time values come from probes the components register: queue depth/age from each queue
+(``watch_queue``) and the RIS counts from the RIS (``watch_ris``, read by ``ris_core.metrics``).
+A probe that raises is logged and left out of that scrape; it never fails the scrape.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -22,7 +28,21 @@ from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+log = logging.getLogger("radbridge.metrics")
+
+
+@dataclass(frozen=True)
+class RisCounts:
+    """The RIS's counts at one moment: orders by state, worklist steps by status, unmatched studies."""
+
+    orders: dict[str, int]
+    steps: dict[str, int]
+    unmatched_studies: int
+    read_at: float  # time.time() of the read
+
+
 QueueProbe = Callable[[], tuple[int, float | None]]
+RisProbe = Callable[[], RisCounts | None]
 
 
 class CounterSet:
@@ -71,15 +91,21 @@ class HistogramSet:
 
 
 class _Collector:
-    """Hands prometheus-client the families, and queue depth/age read from the live queues."""
+    """Hands prometheus-client the families, and the values read from probes at scrape time."""
 
     def __init__(self, metrics: list[CounterSet | HistogramSet]) -> None:
         self.metrics = metrics
         self.probes: dict[tuple[str, str], QueueProbe] = {}
+        self.ris: RisProbe | None = None
 
     def collect(self) -> Iterator[Metric]:  # noqa: D102 - prometheus-client protocol
+        now = time.time()
+        probed = [*self._queues(now), *self._ris(now)]  # first: a probe may count (a failed RIS read)
         for metric in self.metrics:
             yield metric.family()
+        yield from probed
+
+    def _queues(self, now: float) -> Iterator[Metric]:
         labels = ["channel", "destination"]
         depth = GaugeMetricFamily("radbridge_queue_depth", "Deliveries waiting in a destination queue", labels=labels)
         age = GaugeMetricFamily(
@@ -87,13 +113,43 @@ class _Collector:
             "Age of the oldest delivery waiting in a destination queue",
             labels=labels,
         )
-        now = time.time()
         for (channel, dest), probe in sorted(self.probes.items()):
-            n, oldest = probe()
+            try:
+                n, oldest = probe()
+            except Exception:  # noqa: BLE001 - a broken probe must not fail the scrape
+                log.exception("queue probe %s/%s failed", channel, dest)
+                continue
             depth.add_metric([channel, dest], n)
             age.add_metric([channel, dest], max(0.0, now - oldest) if oldest else 0.0)
         yield depth
         yield age
+
+    def _ris(self, now: float) -> Iterator[Metric]:
+        if self.ris is None:
+            return
+        try:
+            counts = self.ris()
+        except Exception:  # noqa: BLE001 - a broken probe must not fail the scrape
+            log.exception("RIS metrics probe failed")
+            counts = None
+        orders = GaugeMetricFamily("radbridge_ris_orders", "RIS orders by state", labels=["state"])
+        steps = GaugeMetricFamily(
+            "radbridge_ris_worklist_steps", "Scheduled procedure steps by DICOM SPS status", labels=["status"]
+        )
+        unmatched = GaugeMetricFamily(
+            "radbridge_ris_unmatched_studies", "Studies in the archive that match no order (reconciliation list)"
+        )
+        age = GaugeMetricFamily(
+            "radbridge_ris_counts_age_seconds", "Seconds since the RIS counts were read from the store"
+        )
+        if counts is not None:
+            for state, n in sorted(counts.orders.items()):
+                orders.add_metric([state], n)
+            for status, n in sorted(counts.steps.items()):
+                steps.add_metric([status], n)
+            unmatched.add_metric([], counts.unmatched_studies)
+            age.add_metric([], max(0.0, now - counts.read_at))
+        yield from (orders, steps, unmatched, age)
 
 
 class Metrics:
@@ -151,12 +207,21 @@ class Metrics:
         self._peer_up = CounterSet(
             "radbridge_dicom_peer_up", "1 when the last C-ECHO to a DICOM destination succeeded", dest, gauge=True
         )
+        self._listeners = CounterSet(
+            "radbridge_listener_up",
+            "1 while a channel's source listens (or polls), 0 after it stopped or failed to start",
+            (*ch, "connector"),
+            gauge=True,
+        )
+        self._ris_failures = CounterSet(
+            "radbridge_ris_count_failures_total", "Reads of the RIS counts that failed (the last counts are kept)", ()
+        )
         self._collector = _Collector(
             [
                 self._received, self._filtered, self._duplicates, self._errors, self._sent, self._delivery_errors,
                 self._processing, self._delivery_latency, self._acks_sent, self._acks_received, self._framing,
                 self._connections, self._associations, self._stored, self._stored_bytes, self._store_failed,
-                self._store_latency, self._dimse, self._peer_up,
+                self._store_latency, self._dimse, self._peer_up, self._listeners, self._ris_failures,
             ]
         )  # fmt: skip
         self.registry.register(self._collector)
@@ -240,6 +305,19 @@ class Metrics:
         """Record a DICOM destination's last C-ECHO result."""
         with self._lock:
             self._peer_up.values[(channel, destination)] = 1.0 if up else 0.0
+
+    def listener_up(self, channel: str, connector: str, up: bool) -> None:
+        """Record whether *channel*'s source (of type *connector*) is listening."""
+        self._listeners.values[(channel, connector)] = 1.0 if up else 0.0
+
+    def ris_count_failed(self) -> None:
+        """A read of the RIS counts failed (called from the thread that read)."""
+        with self._lock:
+            self._ris_failures.values[()] += 1
+
+    def watch_ris(self, probe: RisProbe | None) -> None:
+        """Report the RIS counts from *probe* at every scrape (``None``: stop reporting them)."""
+        self._collector.ris = probe
 
     def watch_queue(self, channel: str, destination: str, probe: QueueProbe) -> None:
         """Report a queue's depth and oldest age from *probe* at every scrape."""

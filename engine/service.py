@@ -137,7 +137,12 @@ class ChannelService(Service):
             yield defer.maybeDeferred(queue.connector.start)
             yield queue.start()
         if self.source is not None:
-            yield defer.maybeDeferred(self.source.start, self)
+            try:
+                yield defer.maybeDeferred(self.source.start, self)
+            except BaseException:
+                self._source_up(False)  # failed to bind: radbridge_listener_up 0
+                raise
+            self._source_up(True)
         if self.prune_cfg.max_age is not None:
             self._prune_call = self.reactor.callLater(min(60.0, self.prune_cfg.interval), self.prune)
 
@@ -148,10 +153,17 @@ class ChannelService(Service):
         if self._prune_call is not None and self._prune_call.active():
             self._prune_call.cancel()
         if self.source is not None:
+            self._source_up(False)
             yield defer.maybeDeferred(self.source.stop)
         for queue in self.queues.values():
             queue.stop()
             yield defer.maybeDeferred(queue.connector.stop)
+
+    def _source_up(self, up: bool) -> None:
+        """``radbridge_listener_up`` for this channel's source, labelled with its YAML ``type:``."""
+        if self.metrics is not None:
+            connector = getattr(getattr(self.source, "config", None), "type", None) or "source"
+            self.metrics.listener_up(self.name, connector, up)
 
     # -- the hot path ----------------------------------------------------
     def ingest(

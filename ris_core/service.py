@@ -26,6 +26,7 @@ from engine.hl7.message import HL7Error, HL7Message
 from ris_core import hl7in, images, mpps, orders, patients, reports
 from ris_core.config import CompiledRis, RisConfig, compile_ris
 from ris_core.hl7in import AdtMessage, OrderMessage, Parsed, Rejected, ReportMessage
+from ris_core.metrics import ScrapeCounts
 from ris_core.orders import Change
 from ris_core.outputs import Outputs, Planned, thd_plan
 from ris_core.states import InvalidTransition
@@ -145,8 +146,10 @@ class RisService:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
-        """Check the output channels exist; schedule the study-stable sweep when configured."""
+        """Check the output channels exist; report the counts on /metrics; schedule the study-stable sweep."""
         self.running = True
+        if self.metrics is not None:
+            self.metrics.watch_ris(ScrapeCounts(self.store.read_sync, self.metrics))
         for key in ("status_channel", "report_channel", "charge_channel"):
             name = getattr(self.config, key)
             if name and name not in self.services:
@@ -157,6 +160,8 @@ class RisService:
     def stop(self) -> defer.Deferred:
         """Stop the sweep; fires when the change in progress (if any) is done."""
         self.running = False
+        if self.metrics is not None:
+            self.metrics.watch_ris(None)
         if self._sweep_call is not None and self._sweep_call.active():
             self._sweep_call.cancel()
         self._sweep_call = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.metrics import LATENCY_BUCKETS, Metrics
+from engine.metrics import LATENCY_BUCKETS, Metrics, RisCounts
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -80,3 +82,38 @@ def test_queue_probe_is_read_at_scrape_time() -> None:
     state.update(depth=4, oldest=1.0)
     assert m.registry.get_sample_value("radbridge_queue_depth", labels) == 4
     assert m.registry.get_sample_value("radbridge_queue_oldest_age_seconds", labels) > 1e9
+
+
+def test_a_failing_probe_does_not_fail_the_scrape() -> None:
+    """A queue or RIS probe that raises is left out of that scrape; the other metrics are still exported."""
+    m = Metrics()
+    m.received("c")
+
+    def broken() -> Any:
+        raise RuntimeError("store gone")
+
+    m.watch_queue("c", "bad", broken)
+    m.watch_queue("c", "good", lambda: (2, None))
+    m.watch_ris(broken)
+    got = samples(m)
+    assert got[("radbridge_messages_received_total", (("channel", "c"),))] == 1
+    assert got[("radbridge_queue_depth", (("channel", "c"), ("destination", "good")))] == 2
+    assert not any(labels == (("channel", "c"), ("destination", "bad")) for _, labels in got)
+    assert not any(name.startswith("radbridge_ris_") for name, _ in got)
+
+
+def test_ris_counts_are_exported_from_the_probe() -> None:
+    """Orders by state, steps by status, unmatched studies and the age of the counts come from the RIS probe."""
+    m = Metrics()
+    read_at = time.time() - 30
+    m.watch_ris(lambda: RisCounts({"SCHEDULED": 3, "CANCELED": 0}, {"SCHEDULED": 2}, 1, read_at))
+    m.ris_count_failed()
+    got = samples(m)
+    assert got[("radbridge_ris_orders", (("state", "SCHEDULED"),))] == 3
+    assert got[("radbridge_ris_orders", (("state", "CANCELED"),))] == 0
+    assert got[("radbridge_ris_worklist_steps", (("status", "SCHEDULED"),))] == 2
+    assert got[("radbridge_ris_unmatched_studies", ())] == 1
+    assert 29 <= got[("radbridge_ris_counts_age_seconds", ())] < 60
+    assert got[("radbridge_ris_count_failures_total", ())] == 1
+    m.watch_ris(None)
+    assert not any(name == "radbridge_ris_orders" for name, _ in samples(m))
