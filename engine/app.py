@@ -52,6 +52,7 @@ class App:
         )
         self.services: dict[str, ChannelService] = {}
         self.metrics_port: Any = None
+        self.admin: Any = None  # engine.admin.server.AdminApi when ``admin.enabled``
         self.archive: Any = None
         self.ris: Any = None
         archive_type = vc.registry.find("service", "archive")
@@ -113,7 +114,7 @@ class App:
 
     @defer.inlineCallbacks
     def start(self):
-        """Open the store and the archive, start every channel, then serve /metrics."""
+        """Open the store and the archive, start every channel, then serve /metrics and the admin API."""
         self.store.start()
         if self.archive is not None:
             yield defer.maybeDeferred(self.archive.start)
@@ -128,10 +129,17 @@ class App:
             root.putChild(b"metrics", MetricsPage(self.metrics))
             self.metrics_port = self.reactor.listenTCP(m.port, Site(root), interface=m.host)
             log.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port.getHost().port)
+        if self.vc.root.admin.enabled:
+            from engine.admin.server import AdminApi
+
+            self.admin = AdminApi(self, self.vc.root.admin)
+            yield self.admin.start()
 
     @defer.inlineCallbacks
     def stop(self):
         """Stop channels (sources first), flush the store."""
+        if self.admin is not None:
+            yield self.admin.stop()
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
         for service in reversed(list(self.services.values())):

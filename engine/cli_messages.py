@@ -12,8 +12,8 @@ from typing import Any
 from engine.config.models import parse_duration
 
 
-def _when(value: str | None) -> float | None:
-    """Epoch seconds from ISO time (``2026-11-23T10:00``) or an age (``2h`` = two hours ago)."""
+def parse_when(value: str | None) -> float | None:
+    """Epoch seconds from ISO time (``2026-11-23T10:00``) or an age (``2h`` = two hours ago); ValueError if neither."""
     if value is None:
         return None
     try:
@@ -46,8 +46,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         thd_search,
         channel=args.channel,
         status=args.status,
-        since=_when(args.since),
-        until=_when(args.until),
+        since=parse_when(args.since),
+        until=parse_when(args.until),
         control_id=args.control_id,
         patient_id=args.patient_id,
         accession=args.accession,
@@ -85,8 +85,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"no message {args.id}", file=sys.stderr)
         return 1
     if args.json:
-        m["raw"] = m["raw"].decode(m["charset"] or "utf-8", errors="replace")
-        print(json.dumps(m, default=str))
+        print(json.dumps(message_json(m), default=str))
         return 0
     print(f"message {m['id']}  channel {m['channel']}  status {m['status']}  received {_iso(m['received_at'])}")
     print(f"  type {m['message_type']}  MSH-10 {m['control_id']}  origin {m['origin']}  charset {m['charset']}")
@@ -110,11 +109,45 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reprocess(args: argparse.Namespace) -> int:
-    """Run stored messages through the current config again as new messages (queues pick them up)."""
+class ReprocessError(ValueError):
+    """A stored message that cannot be run through its channel again."""
+
+
+def reprocess_values(m: dict[str, Any], spec: Any, now: float) -> tuple[dict[str, Any], list[tuple[str, str]], str]:
+    """(message row, deliveries, status) of stored message *m* run again through channel *spec* as a new message.
+
+    Raises :class:`ReprocessError` when the stored bytes cannot be decoded or parsed.
+    """
     from engine.hl7.message import HL7Error, HL7Message
     from engine.pipeline import run_pipeline
     from engine.service import header_values
+
+    try:
+        msg = HL7Message(m["raw"].decode(m["charset"] or spec.config.charset))
+    except (HL7Error, UnicodeDecodeError, LookupError) as exc:
+        raise ReprocessError(f"cannot be read: {exc}") from None
+    result = run_pipeline(msg, spec.compiled)
+    values: dict[str, Any] = {
+        "channel": spec.config.name, "received_at": now, "status": result.status,
+        "charset": m["charset"], "origin": f"reprocess:{m['id']}", "raw": m["raw"], "transformed": result.transformed,
+        "filter_info": result.filter_info, "error": result.error, "duplicate_of": None, "parent_id": m["id"],
+        **header_values(msg),
+    }  # fmt: skip
+    return values, result.outputs, result.status
+
+
+def resend_ids(m: dict[str, Any] | None, include_sent: bool = False) -> list[int]:
+    """Ids of the deliveries of message *m* to queue again: those in ERROR (every one with *include_sent*)."""
+    return [d["id"] for d in (m or {"deliveries": []})["deliveries"] if d["status"] == "ERROR" or include_sent]
+
+
+def message_json(m: dict[str, Any]) -> dict[str, Any]:
+    """A stored message (``thd_get_message``) with its raw bytes decoded, for JSON output."""
+    return {**m, "raw": m["raw"].decode(m["charset"] or "utf-8", errors="replace")}
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    """Run stored messages through the current config again as new messages (queues pick them up)."""
     from engine.store.queries import thd_get_message, thd_insert_message
 
     vc, store = _open(args)
@@ -126,22 +159,14 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
             print(f"{mid}: unknown message or channel", file=sys.stderr)
             status = 1
             continue
-        spec = channels[args.channel or m["channel"]]
         try:
-            msg = HL7Message(m["raw"].decode(m["charset"] or spec.config.charset))
-        except (HL7Error, UnicodeDecodeError, LookupError) as exc:
-            print(f"{mid}: cannot be read: {exc}", file=sys.stderr)
+            values, outputs, result = reprocess_values(m, channels[args.channel or m["channel"]], time.time())
+        except ReprocessError as exc:
+            print(f"{mid}: {exc}", file=sys.stderr)
             status = 1
             continue
-        result = run_pipeline(msg, spec.compiled)
-        values: dict[str, Any] = {
-            "channel": spec.config.name, "received_at": time.time(), "status": result.status,
-            "charset": m["charset"], "origin": f"reprocess:{mid}", "raw": m["raw"], "transformed": result.transformed,
-            "filter_info": result.filter_info, "error": result.error, "duplicate_of": None, "parent_id": mid,
-            **header_values(msg),
-        }  # fmt: skip
-        new_id = store.transact_sync(thd_insert_message, values, result.outputs)
-        print(f"{mid} -> {new_id} {result.status} ({len(result.outputs)} deliveries queued)")
+        new_id = store.transact_sync(thd_insert_message, values, outputs)
+        print(f"{mid} -> {new_id} {result} ({len(outputs)} deliveries queued)")
     return status
 
 
@@ -152,8 +177,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     _, store = _open(args)
     ids = []
     for mid in args.ids:
-        m = store.read_sync(thd_get_message, mid) or {"deliveries": []}
-        ids += [d["id"] for d in m["deliveries"] if d["status"] == "ERROR" or args.all]
+        ids += resend_ids(store.read_sync(thd_get_message, mid), args.all)
     n = store.transact_sync(thd_requeue, ids, time.time()) if ids else 0
     print(f"{n} deliveries queued again")
     return 0

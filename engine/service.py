@@ -117,6 +117,7 @@ class ChannelService(Service):
         self.dedupe = DedupeIndex(self.dedupe_cfg.window, self.dedupe_cfg.max_keys)
         self._waiting: dict[int, _Pending] = {}
         self._prune_call: Any = None
+        self.paused = False  # the source is stopped; the queues keep draining (admin API pause/resume)
         for queue in queues.values():
             queue.listeners.append(self._delivery_done)
 
@@ -125,6 +126,7 @@ class ChannelService(Service):
     def startService(self):
         """Load recent keys, start the queues, then the source."""
         Service.startService(self)
+        self.paused = False
         if self.dedupe_cfg.enabled:
             since = time.time() - self.dedupe_cfg.window
             limit = self.dedupe_cfg.max_keys
@@ -164,6 +166,26 @@ class ChannelService(Service):
         if self.metrics is not None:
             connector = getattr(getattr(self.source, "config", None), "type", None) or "source"
             self.metrics.listener_up(self.name, connector, up)
+
+    @defer.inlineCallbacks
+    def pause(self):
+        """Stop the source accepting (new connections, files, events); destinations keep draining."""
+        if self.running and not self.paused and self.source is not None:
+            yield defer.maybeDeferred(self.source.stop)
+            self._source_up(False)
+        self.paused = True
+
+    @defer.inlineCallbacks
+    def resume(self):
+        """Start the source again after :meth:`pause`."""
+        if self.running and self.paused and self.source is not None:
+            try:
+                yield defer.maybeDeferred(self.source.start, self)
+            except BaseException:
+                self._source_up(False)
+                raise
+            self._source_up(True)
+        self.paused = False
 
     # -- the hot path ----------------------------------------------------
     def ingest(

@@ -60,6 +60,28 @@ class MetricsConfig(Strict):
     port: int = Field(9100, ge=0, le=65535)
 
 
+class SyslogConfig(Strict):
+    """Audit records also sent as RFC 5424 syslog over UDP (IHE ATNA style)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(514, ge=1, le=65535)
+    app_name: str = Field("radbridge", pattern=r"^[!-~]{1,48}$", description="RFC 5424 APP-NAME")
+
+
+class AdminConfig(Strict):
+    """The admin HTTP API (JSON; engine/admin/openapi.yaml); users come from ``radbridge users`` or the environment."""
+
+    enabled: bool = Field(
+        False, description="serve the admin API (no user exists until one is added: every call is 401)"
+    )
+    host: str = Field("127.0.0.1", description="listen address; loopback unless a TLS proxy fronts it")
+    port: int = Field(9180, ge=0, le=65535)
+    max_body: int = Field(1_048_576, ge=1024, description="largest request body in bytes (413 above)")
+    session_timeout: Duration = Field(28800.0, description="a console session ends this long after login")
+    cookie_secure: bool = Field(False, description="mark the session cookie Secure (when served over HTTPS)")
+    syslog: SyslogConfig | None = Field(None, description="also send each audit record as syslog (none: store only)")
+
+
 class LoggingConfig(Strict):
     """Log output (never PHI at INFO or above)."""
 
@@ -193,6 +215,7 @@ class RootConfig(Strict):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     ris: dict[str, Any] = Field(default_factory=dict, description="the RIS core (its keys: ris_core.config.RisConfig)")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     channels: list[dict[str, Any]] = Field(default_factory=list)
     tests: list[dict[str, Any]] = Field(

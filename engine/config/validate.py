@@ -188,6 +188,8 @@ def validate_config(
                     checker.add((name, key), message)
         if root.metrics.enabled:
             binds.append((("metrics", "port"), root.metrics.host, root.metrics.port))
+        if root.admin.enabled:
+            binds.append((("admin", "port"), root.admin.host, root.admin.port))
         names: dict[str, int] = {}
         for i, raw in enumerate(root.channels):
             name = raw.get("name") if isinstance(raw, dict) else None

@@ -148,7 +148,18 @@ def thd_search(
         conds.append(or_(m.status == status, in_dest))
     query = (
         select(
-            m.id, m.channel, m.received_at, m.status, m.control_id, m.message_type, m.origin, m.error, m.duplicate_of
+            m.id,
+            m.channel,
+            m.received_at,
+            m.status,
+            m.control_id,
+            m.message_type,
+            m.origin,
+            m.error,
+            m.duplicate_of,
+            m.patient_id,
+            m.accession,
+            m.parent_id,
         )
         .where(*conds)
         .order_by(m.id.desc())
@@ -209,9 +220,17 @@ def thd_counts(conn: Connection, channel: str | None = None) -> dict[str, int]:
 
 def thd_insert_message(conn: Connection, values: dict[str, Any], outputs: list[tuple[str, str]]) -> int:
     """Insert a message and its QUEUED deliveries outside the hot path (reprocess); returns its id."""
+    return thd_insert_message_ids(conn, values, outputs)[0]
+
+
+def thd_insert_message_ids(
+    conn: Connection, values: dict[str, Any], outputs: list[tuple[str, str]]
+) -> tuple[int, list[int]]:
+    """:func:`thd_insert_message` returning (message id, delivery ids in the order of *outputs*)."""
     mid = conn.execute(messages.insert().values(**values)).inserted_primary_key[0]
+    dids = []
     for dest, content in outputs:
-        conn.execute(
+        res = conn.execute(
             deliveries.insert().values(
                 message_id=mid,
                 channel=values["channel"],
@@ -222,4 +241,5 @@ def thd_insert_message(conn: Connection, values: dict[str, Any], outputs: list[t
                 created_at=values["received_at"],
             )
         )
-    return int(mid)
+        dids.append(int(res.inserted_primary_key[0]))
+    return int(mid), dids

@@ -30,6 +30,7 @@ from engine.hl7.message import HL7Message
 from engine.testing.cases import Case, Mock
 
 ROUNDS = 200  # upper bound of clock steps while waiting for deliveries to settle
+SERVERS = ("metrics", "admin")  # root sections that listen on a port: off in a test
 RETRY_STEP = 1.0  # seconds the fake clock moves per step while a delivery waits for a retry
 
 
@@ -112,7 +113,8 @@ class Harness:
                 config = dest.config.model_copy(update={"type": "memory"})
                 destinations.append(dataclasses.replace(dest, config=config, connector=connector))
             channels.append(dataclasses.replace(spec, source=source, destinations=destinations))
-        root = vc.root.model_copy(update={"metrics": vc.root.metrics.model_copy(update={"enabled": False})})
+        servers = {key: getattr(vc.root, key) for key in SERVERS if getattr(vc.root, key, None) is not None}
+        root = vc.root.model_copy(update={k: v.model_copy(update={"enabled": False}) for k, v in servers.items()})
         archive = vc.archive.model_copy(update={"root": None, "fsync": False}) if vc.archive is not None else None
         data = self.tmp / "data"
         db = data / "radbridge.db"

@@ -35,7 +35,7 @@ from engine.store.store import Store
 from tests.engine.conftest import has_result, message_values, result_of
 
 T0 = 1_700_000_000.0
-HEAD = "0005"
+HEAD = "0006"
 
 
 def store_one(store: Store, clock: Clock, outputs: list[tuple[str, str]] | None = None, **values: Any):

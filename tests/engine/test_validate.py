@@ -161,3 +161,15 @@ def test_default_registry_has_the_builtin_types():
     assert {"mllp_listener", "file_drop", "memory"} <= set(reg.names("source"))
     assert {"mllp_sender", "file_writer", "channel", "memory"} <= set(reg.names("destination"))
     assert {"jinja", "plugin"} <= set(reg.names("transformer"))
+
+
+def test_busy_admin_port_is_reported(tmp_path):
+    """An enabled admin API on a port that is already bound is a validation error at ``admin.port``."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = _write(tmp_path, f"metrics: {{enabled: false}}\nadmin: {{enabled: true, port: {port}}}\nchannels: []\n")
+        with pytest.raises(ConfigError) as info:
+            validate_config(path)
+    assert "admin.port" in str(info.value) and "already in use" in str(info.value)
