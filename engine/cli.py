@@ -107,7 +107,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    from engine import cli_messages
+    from engine import cli_messages, cli_replay
     from engine.testing import cli as testing_cli
 
     p = argparse.ArgumentParser(prog="radbridge", description="HL7 v2 / DICOM integration engine")
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_send)
     cli_messages.add_parser(sub)
     testing_cli.add_parser(sub)
+    cli_replay.add_parser(sub)
     for ep in entry_points(group=COMMANDS_GROUP):
         ep.load()(sub)  # other packages' subcommands, e.g. ``radbridge archive verify``
     return p
