@@ -26,6 +26,10 @@ log = logging.getLogger("radbridge.queue")
 Listener = Callable[[int, bool, str], None]
 
 
+class SkipRefused(ValueError):
+    """The head delivery cannot be skipped now (see :meth:`DestinationQueue.skip_head`)."""
+
+
 class DestinationQueue:
     """Feeds one destination connector from its durable queue."""
 
@@ -224,6 +228,46 @@ class DestinationQueue:
         self.items[0] = QueuedItem(item.id, item.message_id, item.content, attempt, item.created_at)
         self.store.writer.mark_attempt(item.id, attempt, reason)
         self.retry_call = self.reactor.callLater(delay, self._retry_now)
+
+    def retry_now(self) -> bool:
+        """Send the head delivery now if it waits for its backoff; True when it was waiting."""
+        if self.retry_call is None or not self.retry_call.active():
+            return False
+        self.retry_call.cancel()
+        self._retry_now()
+        return True
+
+    def skip_head(self, reason: str, delivery_id: int | None = None) -> defer.Deferred:
+        """Set the waiting head delivery to ERROR with *reason* and go on with the next; fires with its id.
+
+        Raises ``SkipRefused`` when nothing waits in memory, the head is being sent, or it is not *delivery_id*.
+        """
+        if not self.items:
+            raise SkipRefused("the queue has no delivery waiting in memory")
+        if self.busy:
+            raise SkipRefused("the head delivery is being sent; try again when it waits for a retry")
+        item = self.items[0]
+        if delivery_id is not None and delivery_id != item.id:
+            raise SkipRefused(f"the head delivery is {item.id}, not {delivery_id}")
+        if self.retry_call is not None and self.retry_call.active():
+            self.retry_call.cancel()
+        self.retry_call = None
+        self.busy = True  # nothing may send the head while its ERROR is being committed
+        done: defer.Deferred = defer.Deferred()
+
+        def committed(ok: bool, value: Any) -> None:
+            self.busy = False
+            if not ok:
+                self._pump()  # the head stays; carry on as before
+                done.errback(value)
+                return
+            self._complete(item, False, reason)
+            done.callback(item.id)
+
+        self.store.writer.mark_done_cb(
+            item.id, committed, ok=False, response=None, attempts=item.attempts, error=reason
+        )
+        return done
 
     def _retry_now(self) -> None:
         self.retry_call = None

@@ -10,6 +10,7 @@ from engine.admin.http import ApiError
 from engine.admin.queries import thd_channel_counters
 from engine.admin.schema import OPERATOR, VIEWER
 from engine.admin.server import Call, Route
+from engine.queue import SkipRefused
 from engine.store.queries import thd_queue_stats
 
 
@@ -100,10 +101,7 @@ async def list_queues(call: Call) -> list[dict[str, Any]]:
 async def retry_queue(call: Call) -> dict[str, Any]:
     """POST /api/queues/{channel}/{destination}/retry: send the head now instead of after its backoff."""
     channel, dest, queue = _queue_of(call)
-    waiting = queue.retry_call is not None and queue.retry_call.active()
-    if waiting:
-        queue.retry_call.cancel()
-        queue._retry_now()  # noqa: SLF001 - the queue's own "backoff over" step (engine/queue.py)
+    waiting = queue.retry_now()
     await call.audit("queue.retry", target=f"queue/{channel}/{dest}", detail={"was_waiting": waiting})
     return {**await _queue(call, channel, dest, queue), "retried": waiting}
 
@@ -111,30 +109,13 @@ async def retry_queue(call: Call) -> dict[str, Any]:
 async def skip_queue(call: Call) -> dict[str, Any]:
     """POST /api/queues/{channel}/{destination}/skip: set the waiting head delivery to ERROR and move on."""
     channel, dest, queue = _queue_of(call)
-    if not queue.items:
-        raise ApiError(409, "the queue has no delivery waiting in memory")
-    if queue.busy:
-        raise ApiError(409, "the head delivery is being sent; try again when it waits for a retry")
-    item = queue.items[0]
-    wanted = call.body().get("delivery_id")
-    if wanted is not None and wanted != item.id:
-        raise ApiError(409, f"the head delivery is {item.id}, not {wanted}")
-    if queue.retry_call is not None and queue.retry_call.active():
-        queue.retry_call.cancel()
-    queue.retry_call = None
-    queue.busy = True  # nothing may send the head while its ERROR is being committed
     reason = f"skipped to ERROR by {call.user['username']} (admin API)"
-    done: defer.Deferred = defer.Deferred()
-    queue.store.writer.mark_done_cb(item.id, lambda ok, value: done.callback((ok, value)), ok=False, response=None,
-                                    attempts=item.attempts, error=reason)  # fmt: skip
-    ok, value = await done
-    queue.busy = False
-    if not ok:
-        queue._pump()  # noqa: SLF001 - the head stays; carry on as before
-        raise value
-    queue._complete(item, False, reason)  # noqa: SLF001 - pops the head, tells listeners, sends the next one
-    await call.audit("queue.skip", target=f"queue/{channel}/{dest}", detail={"delivery_id": item.id})
-    return {**await _queue(call, channel, dest, queue), "skipped": item.id}
+    try:
+        skipped = await queue.skip_head(reason, call.body().get("delivery_id"))
+    except SkipRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    await call.audit("queue.skip", target=f"queue/{channel}/{dest}", detail={"delivery_id": skipped})
+    return {**await _queue(call, channel, dest, queue), "skipped": skipped}
 
 
 def routes() -> list[Route]:
