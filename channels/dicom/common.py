@@ -54,19 +54,23 @@ def status_class(status: int) -> str:
 def ssl_server_context(cfg: Any, base: Path) -> ssl.SSLContext:
     """A stdlib TLS server context (what pynetdicom wraps sockets with) from a ``TLSServerConfig``.
 
-    With ``ca`` set, clients must present a certificate signed by it (DICOM TLS, PS3.15 B.1).
+    With ``ca`` set, client certificates are checked against it: required (DICOM TLS, PS3.15 B.1)
+    unless ``require_client_cert`` is false, then optional but still verified when presented.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(base / cfg.cert), str(base / cfg.key))
     if cfg.ca:
         ctx.load_verify_locations(str(base / cfg.ca))
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED if cfg.client_cert_required else ssl.CERT_OPTIONAL
     return ctx
 
 
 def ssl_client_context(cfg: Any, base: Path) -> ssl.SSLContext:
-    """A stdlib TLS client context from a ``TLSClientConfig`` (server certificate always checked)."""
+    """A stdlib TLS client context from a ``TLSClientConfig``: server checked unless ``verify`` is false."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(base / cfg.ca) if cfg.ca else None)
-    if cfg.cert and cfg.key:
-        ctx.load_cert_chain(str(base / cfg.cert), str(base / cfg.key))
+    if cfg.cert:
+        ctx.load_cert_chain(str(base / cfg.cert), str(base / cfg.key) if cfg.key else None)
+    if not cfg.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     return ctx

@@ -77,7 +77,7 @@ class DicomSCPConfig(ComponentConfig):
         default_factory=dict, description="C-MOVE destination AE title → host and port"
     )
     case_insensitive_pn: bool = Field(True, description="match person names without regard to case")
-    tls: TLSServerConfig | None = Field(None, description="DICOM over TLS (with ca: client certificates required)")
+    tls: TLSServerConfig | None = Field(None, description="DICOM over TLS (with ca: client certificates checked)")
 
     @field_validator("ae_title")
     @classmethod

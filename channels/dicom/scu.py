@@ -23,7 +23,7 @@ from pynetdicom.sop_class import Verification
 from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 
-from channels.dicom.common import set_nodelay, status_class
+from channels.dicom.common import set_nodelay, ssl_client_context, status_class
 from channels.mllp.tls import TLSClientConfig
 from engine.components import BuildContext, DeliveryError, DeliveryInfo, Done
 from engine.config.models import ComponentConfig, Duration
@@ -34,12 +34,6 @@ log = logging.getLogger("radbridge.dicom.scu")
 #: Presentation context ids are odd numbers 1..255: at most 128 contexts per association.
 MAX_CONTEXTS = 128
 Key = tuple[str, str]  # (SOP class UID, transfer syntax UID): one presentation context
-
-
-class DicomTLSConfig(TLSClientConfig):
-    """TLS for DICOM (stdlib ``ssl``, which pynetdicom uses): the MLLP client keys plus ``verify``."""
-
-    verify: bool = Field(True, description="check the server certificate and its name")
 
 
 class DicomSCUConfig(ComponentConfig):
@@ -57,7 +51,7 @@ class DicomSCUConfig(ComponentConfig):
     )
     max_pdu: int = Field(16382, ge=0, description="largest PDU we accept (0: unlimited)")
     echo_interval: Duration | None = Field(None, description="C-ECHO the peer when idle this long (none: off)")
-    tls: DicomTLSConfig | None = Field(None, description="associate over TLS")
+    tls: TLSClientConfig | None = Field(None, description="associate over TLS")
     accept_warning: bool = Field(True, description="count warning statuses (0xB000, 0xB006, 0xB007 ...) as delivered")
 
     @field_validator("ae_title", "calling_ae_title")
@@ -73,17 +67,6 @@ class DicomSCUConfig(ComponentConfig):
         if value is not None and value <= 0:
             raise ValueError("echo_interval must be positive (leave it out to turn the check off)")
         return value
-
-
-def tls_context(cfg: DicomTLSConfig, base: Path) -> ssl.SSLContext:
-    """A client ``SSLContext`` from *cfg*, file names relative to *base*."""
-    context = ssl.create_default_context(cafile=str(base / cfg.ca) if cfg.ca else None)
-    if cfg.cert:
-        context.load_cert_chain(str(base / cfg.cert), str(base / cfg.key) if cfg.key else None)
-    if not cfg.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _nodelay(event: Any) -> None:
@@ -258,7 +241,7 @@ class DicomSCU:
         self.call_from_thread = call_from_thread or ctx.reactor.callFromThread
         tls_args = None
         if config.tls is not None:
-            tls_args = (tls_context(config.tls, ctx.config_dir), config.tls.server_name or config.host)
+            tls_args = (ssl_client_context(config.tls, ctx.config_dir), config.tls.server_name or config.host)
         self.worker = StoreWorker(config, tls_args=tls_args, report_peer=self._report_peer)
         self.pool: ThreadPool | None = None
         self.inflight = 0  # jobs handed to the worker and not finished

@@ -12,7 +12,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from channels.mllp.protocol import MLLPProtocol
-from channels.mllp.tls import TLSServerConfig, server_context
+from channels.mllp.tls import TLSServerConfig, server_context, tls_failure
 from engine.components import BuildContext, IngestResult, Sink
 from engine.config.models import ComponentConfig, Duration
 
@@ -63,8 +63,11 @@ class MLLPServerProtocol(MLLPProtocol):
         super().connectionMade()
 
     def connectionLost(self, reason: object = None) -> None:
-        """Update the connection count."""
+        """Update the connection count; say why a TLS handshake failed."""
         super().connectionLost(reason)
+        failed = tls_failure(reason)
+        if failed is not None:
+            log.info("channel %s %s: %s", self.factory.channel, getattr(self, "origin", "mllp:?"), failed)
         if getattr(self, "counted", False):
             self.factory.open -= 1
             if self.factory.metrics:

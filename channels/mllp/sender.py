@@ -10,7 +10,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory
 
 from channels.mllp.protocol import MLLPProtocol
-from channels.mllp.tls import TLSClientConfig, client_context
+from channels.mllp.tls import TLSClientConfig, client_context, tls_failure
 from engine.components import BuildContext, DeliveryError, DeliveryInfo, Done
 from engine.config.models import ComponentConfig, Duration
 from engine.hl7.ack import parse_ack
@@ -65,7 +65,7 @@ class _SenderProtocol(MLLPProtocol):
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        self._fail("connection closed before the ACK arrived")
+        self._fail(tls_failure(reason) or "connection closed before the ACK arrived")
 
     def _fail(self, why: str) -> None:
         done, self.waiting = self.waiting, None

@@ -154,6 +154,16 @@ def _check_ports(checker: _Checker, binds: list[tuple[tuple, str, int]]) -> None
             checker.add(loc, f"port {port} on {host} {why}")
 
 
+def _check_files(checker: _Checker, connector: BaseModel | None, loc: tuple) -> None:
+    """Issues from ``check_files(config_dir)`` of a connector's sub-settings (TLS certificates that cannot be read)."""
+    if connector is None:
+        return
+    for name in type(connector).model_fields:
+        check = getattr(getattr(connector, name), "check_files", None)
+        for key, message in check(checker.config_dir) if check is not None else ():
+            checker.add(loc + (name, *key), message)
+
+
 #: Engine-wide services built from top-level sections, in the order they are built.
 SERVICES = ("archive", "ris")
 
@@ -243,6 +253,7 @@ def _channel(checker: _Checker, raw: Any, loc: tuple, binds: list) -> ChannelSpe
     if cfg is None:
         return None
     source = checker.component("source", cfg.source, loc + ("source",))
+    _check_files(checker, source, loc + ("source",))
     if source is not None and hasattr(source, "bind_address"):
         binds.append((loc + ("source", "port"), *source.bind_address()))
     compiled = CompiledChannel(
@@ -268,6 +279,7 @@ def _channel(checker: _Checker, raw: Any, loc: tuple, binds: list) -> ChannelSpe
         seen.add(dcfg.name)
         if not dcfg.enabled:
             continue
+        _check_files(checker, connector, dloc)  # only what will be built: a disabled one may lack its files
         route = Route(
             dcfg.name,
             filter=checker.filter(dcfg.filter, dloc + ("filter",)),
