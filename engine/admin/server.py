@@ -212,8 +212,10 @@ class AdminApi:
         return threads.deferToThreadPool(self.reactor, pool(), fn, *args)
 
     def site(self) -> AdminSite:
-        """The twisted.web Site serving the API."""
-        return AdminSite(AdminResource(self), self.config.max_body, reactor=self.reactor)
+        """The twisted.web Site serving the API, with the web console at /console (engine/console)."""
+        from engine.console import mount
+
+        return AdminSite(mount(self, AdminResource(self)), self.config.max_body, reactor=self.reactor)
 
     @defer.inlineCallbacks
     def start(self):
