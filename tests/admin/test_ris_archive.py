@@ -74,6 +74,51 @@ def test_archive_studies_and_verify(ris_env: Env) -> None:
     assert ris_env.client.post("/api/archive/verify", {"orphans": 1}, token=ris_env.tokens["operator"]).status == 400
 
 
+def _store_instance(env: Env) -> dict[str, str]:
+    """Archive pydicom's CT_small (fresh accession) the way the DICOM SCP does: receive, then index with its event."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from engine.event import Event
+    from tests.engine.conftest import flush
+
+    src = get_testdata_file("CT_small.dcm")
+    ds = dcmread(src)
+    ds.AccessionNumber, ds.PatientID = "ACC777", "PAT7"
+    temp = env.app.archive.incoming / "upload.dcm"
+    ds.save_as(temp)
+    stored = env.app.archive.receive(temp, sop_class_uid=ds.SOPClassUID, sop_instance_uid=ds.SOPInstanceUID,
+                                     transfer_syntax=ds.file_meta.TransferSyntaxUID, calling_ae="CT1", channel="to-ris")  # fmt: skip
+    service = env.app.services["to-ris"]
+    d = service.ingest_event(Event("dicom.stored", stored.attrs, env.app.archive.event_payload(stored)), "test",
+                             extra_op=env.app.archive.index_op(stored), skip_reason="stored only")  # fmt: skip
+    done: list = []
+    d.addBoth(done.append)
+    for _ in range(20):
+        if done:
+            break
+        flush(env.app.store, env.clock)
+    assert done and not hasattr(done[0], "raiseException"), done
+    return {"study_uid": str(ds.StudyInstanceUID), "patient_name": str(ds.PatientName)}
+
+
+def test_archive_studies_lists_a_stored_study(ris_env: Env) -> None:
+    """A study in the archive is found by accession and patient id (operator); a viewer sees it without PHI."""
+    info = _store_instance(ris_env)
+    get = ris_env.client.get
+    (study,) = get("/api/archive/studies?accession=ACC777", token=ris_env.tokens["operator"]).json()
+    assert study["StudyInstanceUID"] == info["study_uid"] and study["PatientID"] == "PAT7"
+    assert get("/api/archive/studies?patient_id=PAT7", token=ris_env.tokens["operator"]).json()[0][
+        "AccessionNumber"] == "ACC777"  # fmt: skip
+    assert get("/api/archive/studies?accession=OTHER", token=ris_env.tokens["operator"]).json() == []
+    (seen,) = get("/api/archive/studies", token=ris_env.tokens["viewer"]).json()
+    assert seen["StudyInstanceUID"] == info["study_uid"]
+    assert "PatientID" not in seen and "PatientName" not in seen and info["patient_name"] not in str(seen)
+    assert audit_rows(ris_env, action="archive.studies")
+    body = ris_env.client.post("/api/archive/verify", token=ris_env.tokens["operator"]).json()
+    assert body["ok"] is True and body["instances"] == 1
+
+
 def test_archive_verify_reports_a_missing_file(ris_env: Env) -> None:
     """A file the index names but the disk lost makes verify answer ok=false with one missing problem."""
     from sqlalchemy import text
