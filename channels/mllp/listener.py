@@ -48,6 +48,7 @@ class MLLPServerProtocol(MLLPProtocol):
             self.transport.abortConnection()
             return
         f.open += 1
+        f.connections.add(self)
         self.counted = True
         self.MAX_LENGTH = f.config.max_message_bytes
         self.idle_timeout = f.config.idle_timeout
@@ -68,6 +69,7 @@ class MLLPServerProtocol(MLLPProtocol):
         failed = tls_failure(reason)
         if failed is not None:
             log.info("channel %s %s: %s", self.factory.channel, getattr(self, "origin", "mllp:?"), failed)
+        self.factory.connections.discard(self)
         if getattr(self, "counted", False):
             self.factory.open -= 1
             if self.factory.metrics:
@@ -78,7 +80,20 @@ class MLLPServerProtocol(MLLPProtocol):
         self.pending.append(payload)
         self._next()
 
+    def close_when_idle(self) -> None:
+        """The source stops: frames not yet taken are dropped (never ACKed, so the sender resends
+        them), the one in flight is answered, then the connection closes."""
+        self.closing = True
+        self.pending.clear()
+        self.oversize = None
+        if not self.busy:
+            self.transport.loseConnection()
+
     def _next(self) -> None:
+        if getattr(self, "closing", False):
+            if not self.busy:
+                self.transport.loseConnection()
+            return
         if self.busy or self.transport.disconnecting:
             return
         if not self.pending:
@@ -154,6 +169,7 @@ class MLLPListenerFactory(Factory):
         self.ingest_cb = getattr(sink, "ingest_cb", None)  # the sink's Deferred-free entry, if it has one
         self.metrics = metrics
         self.open = 0
+        self.connections: set[MLLPServerProtocol] = set()
 
 
 class MLLPListener:
@@ -163,11 +179,12 @@ class MLLPListener:
         self.config = config
         self.ctx = ctx
         self.port: Any = None
+        self.factory: MLLPListenerFactory | None = None
 
     def start(self, sink: Sink) -> None:
         """Bind and listen."""
         cfg = self.config
-        factory = MLLPListenerFactory(cfg, self.ctx.channel, sink, self.ctx.metrics)
+        factory = self.factory = MLLPListenerFactory(cfg, self.ctx.channel, sink, self.ctx.metrics)
         reactor = self.ctx.reactor
         if cfg.tls is not None:
             self.port = reactor.listenSSL(
@@ -178,8 +195,10 @@ class MLLPListener:
         log.info("channel %s listening for MLLP on %s:%d", self.ctx.channel, cfg.host, self.port.getHost().port)
 
     def stop(self) -> Any:
-        """Stop accepting connections."""
+        """Stop accepting connections and close the open ones once their message in flight is answered."""
         if self.port is not None:
             port, self.port = self.port, None
+            for proto in list(self.factory.connections if self.factory is not None else ()):
+                proto.close_when_idle()
             return port.stopListening()
         return None

@@ -207,3 +207,24 @@ def test_listener_binds_and_stops() -> None:
     assert isinstance(factory, MLLPListenerFactory) and factory.sink is sink
     listener.stop()
     assert listener.port is None
+
+
+def test_stop_answers_the_message_in_flight_then_closes_open_connections() -> None:
+    """Stopping (or pausing) the source closes open connections: the frame in flight gets its ACK first,
+    frames not yet taken get none (the sender resends them), an idle connection closes at once."""
+    reactor = MemoryReactorClock()
+    ctx = BuildContext(reactor=reactor, channel="ch", component="source", config_dir=".", data_dir=".")  # type: ignore[arg-type]
+    listener = MLLPListener(config(host="127.0.0.1", port=2575), ctx)
+    sink = FakeSink()
+    listener.start(sink)
+    factory = reactor.tcpServers[0][1]
+    busy, busy_transport = connect(factory)
+    idle, idle_transport = connect(factory, peer=("10.0.0.2", 4001))
+    busy.dataReceived(encode_frame(MSG1) + encode_frame(MSG2))
+    listener.stop()
+    assert idle_transport.disconnecting and not busy_transport.disconnecting
+    sink.answer(MSG1)
+    assert frames(busy_transport) == [b"ACK:" + MSG1] and busy_transport.disconnecting
+    assert [raw for raw, _ in sink.ingested] == [MSG1]  # MSG2 was never taken, so never ACKed
+    busy.dataReceived(encode_frame(MSG2))  # bytes arriving while closing are ignored
+    assert [raw for raw, _ in sink.ingested] == [MSG1]
