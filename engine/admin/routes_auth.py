@@ -36,12 +36,19 @@ def _strings(body: dict[str, Any], *names: str) -> list[str]:
 async def login(call: Call) -> dict[str, Any]:
     """POST /api/login: check the password, open a session cookie, answer the CSRF token."""
     username, password = _strings(call.body(), "username", "password")
-    api = call.api
-    user, stored = await api.store.read(thd_password_hash, username[:64])
+    api, name = call.api, username[:64]
+    wait = api.throttle.retry_after(name, call.remote, api.now())
+    if wait > 0:
+        await call.audit("login.failure", target=f"user/{name}", outcome=FAILURE, username=name,
+                         detail={"throttled": True})  # fmt: skip
+        raise ApiError(429, f"too many failed logins; try again in {int(wait) + 1} s")
+    user, stored = await api.store.read(thd_password_hash, name)
     ok = await api.blocking(check_password, stored, password)
     if user is None or not ok:
-        await call.audit("login.failure", target=f"user/{username[:64]}", outcome=FAILURE, username=username[:64])
+        api.throttle.failed(name, call.remote, api.now())
+        await call.audit("login.failure", target=f"user/{name}", outcome=FAILURE, username=name)
         raise ApiError(401, "wrong username or password")
+    api.throttle.succeeded(name)
     timeout = api.config.session_timeout
     session, csrf = await api.store.transact(thd_new_session, user["id"], call.remote, api.now(), timeout)
     call.request.addCookie(SESSION_COOKIE, session.encode(), path="/", httpOnly=True, sameSite="strict",

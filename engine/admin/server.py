@@ -22,6 +22,7 @@ from engine.admin import auth
 from engine.admin.audit import SUCCESS, AuditRecord, AuditTrail
 from engine.admin.http import JSON, ApiError, LimitedRequest, encode, path_segments, query_args, read_json
 from engine.admin.schema import OPERATOR, ROLES
+from engine.admin.throttle import LoginThrottle
 from engine.admin.users import thd_bootstrap, thd_has_users
 
 log = logging.getLogger("radbridge.admin")
@@ -198,6 +199,7 @@ class AdminApi:
         self.environ = environ
         self.audit = AuditTrail(app.store, config.syslog)
         self.router = Router(all_routes())
+        self.throttle = LoginThrottle()
         self.port: Any = None
 
     def now(self) -> float:

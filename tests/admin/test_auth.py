@@ -194,3 +194,32 @@ def test_config_masks_database_passwords(env) -> None:
     body = env.client.get("/api/config", token=env.tokens["admin"]).json()
     assert body["database"] == "postgresql://rb:***@db/rb"
     assert [c["name"] for c in body["channels"]] == ["his", "flaky", "spare"]
+
+
+def test_repeated_failed_logins_are_throttled(env) -> None:
+    """Five wrong passwords for one user → 429 even with the right one, audited; other users are not locked out."""
+    for _ in range(5):
+        assert login(env.client, password="wrong password!").status == 401
+    resp = login(env.client)
+    assert resp.status == 429 and "too many failed logins" in resp.json()["error"]
+    throttled = [r for r in audit_rows(env, action="login.failure") if "throttled" in str(r.get("detail"))]
+    assert len(throttled) == 1
+    assert login(env.client, user="viewer").status == 200
+
+
+def test_throttle_window_slides_and_success_clears() -> None:
+    """The count forgets failures older than the window; a success clears the user's count; addresses count too."""
+    from engine.admin.throttle import LoginThrottle
+
+    t = LoginThrottle(user_limit=2, address_limit=3, window=100.0)
+    t.failed("a", "ip1", 0.0)
+    assert t.retry_after("a", "ip1", 1.0) == 0
+    t.failed("a", "ip1", 10.0)
+    assert t.retry_after("a", "ip1", 20.0) == pytest.approx(80.0)
+    assert t.retry_after("a", "ip1", 100.5) == 0  # the first failure left the window
+    t.failed("a", "ip1", 101.0)
+    assert t.retry_after("a", "ip1", 102.0) == pytest.approx(8.0)
+    t.succeeded("a")
+    assert t.retry_after("a", "ip1", 102.0) == 0
+    t.failed("b", "ip1", 103.0)  # a third failure from one address: every name from it waits
+    assert t.retry_after("c", "ip1", 104.0) == pytest.approx(6.0) and t.retry_after("c", "ip2", 104.0) == 0
