@@ -91,3 +91,12 @@ def test_json_body_on_a_form_is_refused(cenv: ConsoleEnv) -> None:
     b = cenv.browser("operator")
     resp = b.client.request("POST", "/console/logout", json_body={"csrf_token": b.csrf})
     assert resp.status == 415
+
+
+def test_the_static_route_serves_only_its_stylesheet(cenv: ConsoleEnv) -> None:
+    """/console/static/ serves console.css and nothing else: traversal in any encoding is 400 or 404."""
+    b = cenv.browser("operator")
+    assert b.get("/console/static/console.css").status == 200
+    for path in ("/console/static/..%2F..%2Fadmin%2Fopenapi.yaml", "/console/static/%2e%2e/templates/base.j2",
+                 "/console/static/base.j2", "/console/static/console.css%00.j2", "/console/static/..\\\\x"):  # fmt: skip
+        assert b.get(path).status in (400, 404), path
