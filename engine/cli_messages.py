@@ -118,9 +118,9 @@ def reprocess_values(m: dict[str, Any], spec: Any, now: float) -> tuple[dict[str
 
     Raises :class:`ReprocessError` when the stored bytes cannot be decoded or parsed.
     """
+    from engine.hl7.header import header_values
     from engine.hl7.message import HL7Error, HL7Message
     from engine.pipeline import run_pipeline
-    from engine.service import header_values
 
     try:
         msg = HL7Message(m["raw"].decode(m["charset"] or spec.config.charset))

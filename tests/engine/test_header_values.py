@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from engine.hl7.header import header_values
 from engine.hl7.message import HL7Message
-from engine.service import header_values
 
 VALUES = ["", "A", "A^B", "A~B", "\\F\\x", "P1^^^H~P2", "^X", "~Y", "x\\S\\y"]
 
