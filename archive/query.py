@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, exists, func, select
@@ -34,6 +33,7 @@ from archive.matching import (
     sql_condition,
     trim_time,
 )
+from archive.paging import PagedQuery
 from archive.schema import dicom_instances, dicom_patients, dicom_series, dicom_studies
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -150,7 +150,7 @@ def _computed(keyword: str) -> Any:
     return query.scalar_subquery()
 
 
-class Find:
+class Find(PagedQuery):
     """A compiled C-FIND request at one level; :meth:`rows` and :meth:`paged` yield the matches.
 
     Raises :class:`QueryError` (0xA900) for a level outside *model* or a missing unique key above the
@@ -298,49 +298,6 @@ class Find:
             out["SpecificCharacterSet"] = UTF8
         return out
 
-    def _iter(self, conn: Connection, after: int, limit: int | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        with case_sensitive_like(conn, self.uses_like):
-            result = conn.execution_options(yield_per=256).execute(self.statement(after=after, limit=limit))
-            try:
-                for row in result:
-                    self.fetched += 1
-                    mapping = row._mapping
-                    yield mapping["rid"], self._build(mapping)
-            finally:
-                result.close()
-
-    def rows(self, conn: Connection, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Matching rows streamed from one cursor on *conn*, at most *limit*."""
-        sql_limit = limit if not self._filters else None
-        count = 0
-        for _rid, row in self._iter(conn, 0, sql_limit):
-            if row is not None:
-                yield row
-                count += 1
-                if limit is not None and count >= limit:
-                    return
-
-    def page(self, conn: Connection, after: int, size: int) -> tuple[list[dict[str, Any]], int, bool]:
-        """(matches among the next *size* rows after id *after*, the last id read, whether more may follow)."""
-        rows, last, seen = [], after, 0
-        for rid, row in self._iter(conn, after, size):
-            last, seen = rid, seen + 1
-            if row is not None:
-                rows.append(row)
-        return rows, last, seen == size
-
-    def paged(self, read: Callable[..., Any], *, page_size: int = 256, limit: int | None = None) -> Iterator[dict]:
-        """Matching rows, one short connection per page: ``read(fn, *args)`` runs ``fn(conn, *args)``."""
-        after, count, more = 0, 0, True
-        while more:
-            size = page_size if limit is None or self._filters else min(page_size, limit - count)
-            rows, after, more = read(self.page, after, size)
-            for row in rows:
-                yield row
-                count += 1
-                if limit is not None and count >= limit:
-                    return
-
 
 def find(
     conn: Connection, level: str, identifier: Identifier, *, limit: int | None = None, **options: Any
@@ -374,19 +331,6 @@ def locate(
     if limit is not None:
         stmt = stmt.limit(limit)
     return [Located(*row) for row in conn.execute(stmt)]
-
-
-@contextmanager
-def case_sensitive_like(conn: Connection, needed: bool) -> Iterator[None]:
-    """SQLite's LIKE ignores ASCII case; PostgreSQL's does not. Make SQLite's match for this read."""
-    sqlite = needed and conn.dialect.name == "sqlite"
-    if sqlite:
-        conn.exec_driver_sql("PRAGMA case_sensitive_like = ON")
-    try:
-        yield
-    finally:
-        if sqlite:
-            conn.exec_driver_sql("PRAGMA case_sensitive_like = OFF")
 
 
 def _match_json(key: Key, element: dict[str, Any] | None, fold: bool) -> bool:

@@ -54,7 +54,8 @@ from archive.matching import (
 )
 
 # Private helpers of the archive's C-FIND, reused so both behave the same (see the issue note).
-from archive.query import case_sensitive_like, multi_value, non_ascii
+from archive.paging import PagedQuery
+from archive.query import multi_value, non_ascii
 from ris_core.schema import ris_orders, ris_sps
 from ris_core.states import HELD, OPEN_ON_WORKLIST
 
@@ -101,7 +102,7 @@ _OPEN_ORDER = exists().where(ris_orders.c.id == ris_sps.c.order_ref, ris_orders.
 _NOT_HELD = exists().where(ris_orders.c.id == ris_sps.c.order_ref, ris_orders.c.state != HELD)
 
 
-class Worklist:
+class Worklist(PagedQuery):
     """A compiled Modality Worklist request; :meth:`rows` and :meth:`paged` yield the matching steps.
 
     Raises :class:`archive.matching.QueryError` (0xA900 for a sequence key with several items,
@@ -264,48 +265,6 @@ class Worklist:
         if any(non_ascii(v) for v in out.values()):
             out = {"SpecificCharacterSet": UTF8, **out}
         return out
-
-    def _iter(self, conn: Connection, after: int, limit: int | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        with case_sensitive_like(conn, self.uses_like):
-            result = conn.execution_options(yield_per=256).execute(self.statement(after=after, limit=limit))
-            try:
-                for row in result:
-                    self.fetched += 1
-                    mapping = row._mapping
-                    yield mapping["rid"], self._build(mapping)
-            finally:
-                result.close()
-
-    def rows(self, conn: Connection, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Matching steps streamed from one cursor on *conn*, at most *limit*."""
-        count = 0
-        for _rid, row in self._iter(conn, 0, None if self._filters else limit):
-            if row is not None:
-                yield row
-                count += 1
-                if limit is not None and count >= limit:
-                    return
-
-    def page(self, conn: Connection, after: int, size: int) -> tuple[list[dict[str, Any]], int, bool]:
-        """(matches among the next *size* steps after id *after*, the last id read, whether more may follow)."""
-        rows, last, seen = [], after, 0
-        for rid, row in self._iter(conn, after, size):
-            last, seen = rid, seen + 1
-            if row is not None:
-                rows.append(row)
-        return rows, last, seen == size
-
-    def paged(self, read: Callable[..., Any], *, page_size: int = 256, limit: int | None = None) -> Iterator[dict]:
-        """Matching steps, one short connection per page: ``read(fn, *args)`` runs ``fn(conn, *args)``."""
-        after, count, more = 0, 0, True
-        while more:
-            size = page_size if limit is None or self._filters else min(page_size, limit - count)
-            rows, after, more = read(self.page, after, size)
-            for row in rows:
-                yield row
-                count += 1
-                if limit is not None and count >= limit:
-                    return
 
 
 def find(
