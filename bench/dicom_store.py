@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,17 +41,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from procs import HOST, cpu_seconds, free_port, radbridge_command, stop, wait_port  # noqa: E402 - bench/ is on sys.path when a script runs
+
 TARGET_VS_ORTHANC = 1.2
 TARGET_VS_DCMTK = 0.45
 ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    """A currently free loopback port."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def make_instances(folder: Path, n: int) -> list[Path]:
@@ -78,32 +71,6 @@ def make_instances(folder: Path, n: int) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Wait until something accepts TCP connections on *port* (or the process died)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout:g}s")
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM, then SIGKILL if it does not exit."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Server:
@@ -137,13 +104,6 @@ class Server:
         return elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of *pid*."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_radbridge(tmp: Path) -> Server:
     """``radbridge run`` with a dicom_scp channel archiving into tmp."""
     port, metrics = free_port(), free_port()
@@ -159,12 +119,7 @@ channels:
     source: {{type: dicom_scp, ae_title: RADBRIDGE, host: {HOST}, port: {port}}}
 """
     )
-    exe = Path(sys.executable).with_name("radbridge")
-    cmd = (
-        [str(exe)]
-        if exe.exists()
-        else [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
-    )
+    cmd = radbridge_command()
     log = open(cfg_dir / "stderr.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([*cmd, "run", str(cfg_dir / "radbridge.yaml")], stderr=log, stdout=subprocess.DEVNULL)
     wait_port(port, proc)

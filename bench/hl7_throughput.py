@@ -32,7 +32,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
@@ -46,7 +45,8 @@ from typing import Any
 
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
 END = EB + CR
-HOST = "127.0.0.1"
+from procs import HOST, free_port, radbridge_command, stop  # noqa: E402 - bench/ is on sys.path when a script runs
+
 TARGET_VS_PARSE = 2.5
 TARGET_VS_STATIC = 0.2
 TARGET_P99_MS = 2.0
@@ -253,11 +253,6 @@ def run_load(port: int, tag: str, conns: int, total: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # server processes
 # ---------------------------------------------------------------------------
-def free_port() -> int:
-    """A currently free loopback port."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -274,18 +269,6 @@ def proc_status(pid: int) -> dict[str, float]:
     return out
 
 
-def stop_process(proc: subprocess.Popen | None) -> None:
-    """SIGTERM, then SIGKILL if it does not exit."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def start_bare(kind: str, procs: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
     """Start a bare server in a fresh interpreter; wait for its ``ready`` line."""
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", kind, "--port", "0"]
@@ -295,17 +278,6 @@ def start_bare(kind: str, procs: list[subprocess.Popen]) -> tuple[subprocess.Pop
     if not line.startswith("ready "):
         raise RuntimeError(f"{kind} server did not start (exit {proc.poll()})")
     return proc, int(line.split()[1])
-
-
-def radbridge_command() -> list[str]:
-    """The ``radbridge`` entry point next to this interpreter, else on PATH."""
-    exe = Path(sys.executable).with_name("radbridge")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("radbridge")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 
 def start_radbridge(
@@ -442,7 +414,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                         server.run(rnd, conns, args.messages)
         finally:
             for proc in procs:
-                stop_process(proc)
+                stop(proc)
     return {server.key: server.result() for server in servers}
 
 

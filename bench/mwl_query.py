@@ -36,7 +36,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HOST = "127.0.0.1"
+from procs import HOST, free_port, stop, wait_port  # noqa: E402 - bench/ is on sys.path when a script runs
+
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 TARGET_ACCESSION_P50_MS = 10.0
 TARGET_MODALITY_DAY_P50_MS = 50.0
@@ -223,39 +223,6 @@ def start_engine(tmp: Path, db: Path) -> tuple[subprocess.Popen, int]:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A currently free loopback port."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen | None) -> None:
-    """SIGTERM, then SIGKILL if it does not exit."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Wait until something accepts TCP connections on *port* (or the process died)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout:g}s")
 
 
 def queries(rows: list[dict[str, Any]], wl_rows: int) -> dict[str, dict[str, Any]]:
