@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from engine.cli_common import store_command
 from engine.config.models import parse_duration
 
 
@@ -92,11 +93,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="archive_command", required=True)
 
     def cmd(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_text)
-        c.add_argument("--config", "-c", required=True, help="the engine's config (database and archive root)")
-        c.add_argument("--json", action="store_true", help="machine-readable output")
-        c.set_defaults(func=func)
-        return c
+        return store_command(sub, name, func, help_text, "the engine's config (database and archive root)")
 
     v = cmd("verify", cmd_verify, "recheck every archived file against the index (exit 1 if anything is wrong)")
     v.add_argument("--orphans", action="store_true", help="also list files under the root that no index row names")

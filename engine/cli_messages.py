@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.cli_common import store_command
 from engine.config.models import parse_duration
 
 
@@ -209,11 +210,7 @@ def add_parser(sub: Any) -> None:
     msub = p.add_subparsers(dest="messages_command", required=True)
 
     def cmd(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        c = msub.add_parser(name, help=help_text)
-        c.add_argument("--config", "-c", required=True, help="the engine's config (for the database)")
-        c.add_argument("--json", action="store_true", help="machine-readable output")
-        c.set_defaults(func=func)
-        return c
+        return store_command(msub, name, func, help_text)
 
     s = cmd("search", cmd_search, "list messages")
     for opt in ("channel", "status", "since", "until", "control-id", "patient-id", "accession", "type"):

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from engine.cli_common import store_command
 from ris_core.schema import ris_history, ris_mpps, ris_orders, ris_patients, ris_reports, ris_sps
 
 
@@ -177,11 +178,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="ris_command", required=True)
 
     def cmd(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_text)
-        c.add_argument("--config", "-c", required=True, help="the engine's config (for the database)")
-        c.add_argument("--json", action="store_true", help="machine-readable output")
-        c.set_defaults(func=func)
-        return c
+        return store_command(sub, name, func, help_text)
 
     o = cmd("orders", cmd_orders, "list orders, newest first")
     o.add_argument("--state", help="only orders in this state (e.g. SCHEDULED)")
