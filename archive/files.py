@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Literal
+
+from engine.fileio import ensure_dir, fsync_dir, temp_name, unlink_missing_ok, write_atomic  # noqa: F401 - write_atomic: archive.files API
 
 Policy = Literal["keep_first", "replace", "reject"]
 POLICIES: tuple[str, ...] = ("keep_first", "replace", "reject")
@@ -34,51 +35,6 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(directory: Path) -> None:
-    """Flush a folder's entries to disk (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def ensure_dir(directory: Path, fsync: bool = True) -> None:
-    """Create *directory* and its missing parents; with *fsync*, each new entry is made durable."""
-    if directory.is_dir():
-        return
-    missing = []
-    d = directory
-    while not d.is_dir():
-        missing.append(d)
-        if d.parent == d:
-            break
-        d = d.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-            continue  # another thread created it (and fsyncs its parent itself)
-        if fsync:
-            fsync_dir(d.parent)
-
-
-def temp_name(final: Path) -> Path:
-    """A fresh hidden temp name next to *final* (same folder, so same filesystem)."""
-    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def copy_next_to(source: Path, final: Path, fsync: bool = True) -> Path:
     """Copy *source* to a temp file in *final*'s folder (fsynced); the caller links or renames it."""
     tmp = temp_name(final)
@@ -89,7 +45,7 @@ def copy_next_to(source: Path, final: Path, fsync: bool = True) -> Path:
             if fsync:
                 os.fsync(dst.fileno())
     except BaseException:
-        _unlink(tmp)
+        unlink_missing_ok(tmp)
         raise
     return tmp
 
@@ -130,7 +86,7 @@ def place_file(temp: Path, final: Path, *, policy: str, fsync: bool = True) -> s
                 try:
                     fsync_dir(directory)
                 except BaseException:
-                    _unlink(final)  # the name is ours and not durable: take it back
+                    unlink_missing_ok(final)  # the name is ours and not durable: take it back
                     raise
             return PLACED
         if fsync:
@@ -138,25 +94,7 @@ def place_file(temp: Path, final: Path, *, policy: str, fsync: bool = True) -> s
         return result
     finally:
         if copied is not None:
-            _unlink(copied)
-
-
-def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write *data* to *path* via a temp file and ``os.replace`` (folders created; an old file replaced)."""
-    ensure_dir(path.parent, fsync)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    if fsync:
-        fsync_dir(path.parent)
+            unlink_missing_ok(copied)
 
 
 def sha256_file(path: Path) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 import re
-import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from twisted.python.failure import Failure
 
 from engine.components import BuildContext, DeliveryError, DeliveryInfo
 from engine.config.models import ComponentConfig
+from engine.fileio import write_atomic
 
 log = logging.getLogger("radbridge.channels.file")
 
@@ -86,39 +85,6 @@ def render_filename(template: str, info: DeliveryInfo, now: datetime) -> str:
     return sanitize_filename(_PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template))
 
 
-def fsync_dir(directory: Path) -> None:
-    """Flush *directory*'s entries to disk (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, create_dirs: bool = False) -> None:
-    """Write *data* to *path* via a temp file, fsync and ``os.replace`` (an existing file is overwritten)."""
-    directory = path.parent
-    if create_dirs:
-        directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
-
-
 class FileWriter:
     """Destination writing each delivery to ``directory/filename``; idempotent on redelivery."""
 
@@ -150,6 +116,9 @@ class FileWriter:
             text = text.replace("\r", self.separator)
         return text.encode(self.encoding)
 
+    def _write(self, path: Path, data: bytes) -> None:
+        write_atomic(path, data, create_dirs=self.create_dirs)
+
     def send(self, content: str, info: DeliveryInfo) -> defer.Deferred:
         """Write *content* atomically; fires with None, errbacks with DeliveryError."""
         name = render_filename(self.template, info, self.now())
@@ -167,5 +136,5 @@ class FileWriter:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise DeliveryError(f"cannot write {name} in {self.directory}: {reason}")
 
-        d = defer.maybeDeferred(self._defer_to_thread, write_atomic, path, data, self.create_dirs)
+        d = defer.maybeDeferred(self._defer_to_thread, self._write, path, data)
         return d.addCallbacks(done, failed)

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from channels.file.writer import FileWriter, FileWriterConfig, render_filename, sanitize_filename, write_atomic
+from channels.file.writer import FileWriter, FileWriterConfig, render_filename, sanitize_filename
 from engine.components import BuildContext, DeliveryError, DeliveryInfo
+from engine.fileio import write_atomic
 
 CONTENT = "MSH|^~\\&|RIS|H|EHR|H|20240101||ORU^R01|C1|P|2.5\rPID|1||123\rOBX|1|TX|||Ä\r"
 INFO = DeliveryInfo(delivery_id=7, message_id=42, attempt=1)
