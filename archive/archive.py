@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
 log = logging.getLogger("radbridge.archive")
 
 DOES_NOT_MATCH = 0xA900
+LOCK_STRIPES = 64
 STALE_AFTER = 3600.0  # seconds: older files in .incoming are leftovers of aborted associations
 OUTCOME_STATUS = {"stored": 0x0000, "replaced": 0x0000, "duplicate_kept": 0xB006, "duplicate_rejected": 0x0111}
 
@@ -89,6 +92,7 @@ class Archive:
         self._run_blocking = run_blocking
         self.retention: Retention | None = None
         self._dialect = store.engine.dialect if store is not None else None
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,18 +163,45 @@ class Archive:
     # -- receiving (pynetdicom handler threads) ----------------------------------------------------
     def receive(
         self, temp_path: Path, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-        calling_ae: str, channel: str,
+        calling_ae: str, channel: str, defer_sync: bool = False,
     ) -> StoredInstance:  # fmt: skip
-        """Check, checksum and place one received file; InvalidInstance (temp deleted) if refused."""
+        """Check, checksum and place one received file; InvalidInstance (temp deleted) if refused.
+
+        With *defer_sync* a newly linked file is complete and visible but not yet flushed to disk
+        (``stored.unsynced``): the caller runs :meth:`sync` (e.g. while its store transaction
+        commits) before it answers. A replacement (``replace`` policy, or a damaged copy
+        repaired) is always flushed before its name changes.
+        """
         temp = Path(temp_path)
         try:
-            return self._receive(temp, sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae, channel)
+            return self._receive(
+                temp, sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae, channel, defer_sync
+            )
         finally:
             temp.unlink(missing_ok=True)
 
+    def instance_lock(self, sop_instance_uid: str) -> threading.Lock:
+        """A lock the SCP holds from :meth:`receive` until the instance's transaction is done.
+
+        Striped (one of :data:`LOCK_STRIPES`): copies of one SOP Instance never overlap; others
+        rarely wait for each other. In one process only (several nodes sharing one archive
+        folder are not serialised).
+        """
+        return self._locks[zlib.crc32(sop_instance_uid.encode()) % LOCK_STRIPES]
+
+    def sync(self, stored: StoredInstance) -> None:
+        """Flush a file :meth:`receive` placed with ``defer_sync`` (its data, then its folder entry)."""
+        if not stored.unsynced:
+            return
+        path = self.root / stored.path
+        files.fsync_file(path)
+        files.fsync_dir(path.parent)
+        stored.unsynced = False
+
     def _receive(
-        self, temp: Path, sop_class: str, sop_uid: str, ts: str, calling_ae: str, channel: str
-    ) -> StoredInstance:
+        self, temp: Path, sop_class: str, sop_uid: str, ts: str, calling_ae: str, channel: str,
+        defer_sync: bool = False,
+    ) -> StoredInstance:  # fmt: skip
         header = read_header(temp, ts)
         attrs = header.attrs
         if attrs["SOPInstanceUID"] != sop_uid:
@@ -184,10 +215,19 @@ class Archive:
         size = os.stat(temp).st_size
         sha256 = files.sha256_file(temp)
         final = self.root / rel
-        placed = files.place_file(temp, final, policy=self.policy, fsync=self.fsync)
+        deferred = defer_sync and self.fsync and self.policy != "replace"
+        if deferred:
+            files.ensure_dir(final.parent, self.fsync)  # new folders are made durable now, as before
+        placed = files.place_file(temp, final, policy=self.policy, fsync=self.fsync and not deferred)
         if placed == files.EXISTS:
             outcome = "duplicate_kept" if self.policy == "keep_first" else "duplicate_rejected"
-            size, sha256, header = self._existing(final, header, size, sha256)
+            existing = self._existing(final, header, size, sha256)
+            if existing is None:  # the copy at final is damaged: the one received replaces it
+                log.warning("archive: the file of %s was damaged; replaced by the copy received", sop_uid)
+                placed = files.place_file(temp, final, policy="replace", fsync=self.fsync)
+                outcome, deferred = "replaced", False
+            else:
+                size, sha256, header = existing
         else:
             outcome = "replaced" if placed == files.REPLACED else "stored"
         stored = StoredInstance(
@@ -195,12 +235,18 @@ class Archive:
             attrs=header.attrs, sop_class_uid=sop_class, sop_instance_uid=sop_uid,
             transfer_syntax=header.transfer_syntax or ts, calling_ae=calling_ae, channel=channel,
             policy=self.policy, placed=placed != files.EXISTS, levels=header.levels(),
+            unsynced=deferred and placed == files.PLACED,
         )  # fmt: skip
         log.debug("archive: %s %s (%d bytes)", outcome, sop_uid, size)
         return stored
 
-    def _existing(self, final: Path, header: Any, size: int, sha256: str) -> tuple[int, str, Any]:
-        """Size, checksum and header describing the copy already at *final* (index row, else the file)."""
+    def _existing(self, final: Path, header: Any, size: int, sha256: str) -> tuple[int, str, Any] | None:
+        """Size, checksum and header describing the copy already at *final*; None if that copy is damaged.
+
+        Damaged: its size or SHA-256 differ from the index row naming it, or, with no row, it cannot
+        be parsed. (A crash can leave a file whose data never reached the disk behind a committed
+        row; the sender, never answered, sends it again, and that copy repairs it.)
+        """
         sop_uid = header.attrs["SOPInstanceUID"]
         row = None
         if self.store is not None:
@@ -211,15 +257,21 @@ class Archive:
                     .where(dicom_instances.c.sop_uid == sop_uid)
                 ).first()
             )
+        try:
+            actual_size = os.stat(final).st_size
+        except FileNotFoundError:
+            return None
         if row is not None and row.path == os.path.relpath(final, self.root).replace(os.sep, "/"):
+            if actual_size != int(row.size) or files.sha256_file(final) != row.sha256:
+                return None
             return int(row.size), row.sha256, header
         # A file no row names yet (its own commit is pending, or a crash came between): describe it, so
         # that the index op can adopt it with its real checksum if no other op records it first.
         try:
             existing = read_header(final)
         except InvalidInstance:
-            existing = header
-        return os.stat(final).st_size, files.sha256_file(final), existing
+            return None
+        return actual_size, files.sha256_file(final), existing
 
     # -- what the SCP does after receive -----------------------------------------------------------
     def index_op(self, stored: StoredInstance) -> Callable[[Any, Any, int | None], IndexResult]:

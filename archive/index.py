@@ -48,6 +48,7 @@ class StoredInstance:
     channel: str
     policy: str = "keep_first"
     placed: bool = False  # this call put the file at ``path`` (discard may remove it)
+    unsynced: bool = False  # placed with defer_sync and not yet flushed (Archive.sync)
     received_at: float = field(default_factory=time.time)
     levels: dict[str, str] = field(default_factory=dict)  # level → DICOM JSON of its attributes
 
