@@ -20,8 +20,8 @@ import logging
 import os
 import threading
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ __all__ = [
 log = logging.getLogger("radbridge.archive")
 
 DOES_NOT_MATCH = 0xA900
-LOCK_STRIPES = 64
 STALE_AFTER = 3600.0  # seconds: older files in .incoming are leftovers of aborted associations
 OUTCOME_STATUS = {"stored": 0x0000, "replaced": 0x0000, "duplicate_kept": 0xB006, "duplicate_rejected": 0x0111}
 
@@ -92,7 +91,8 @@ class Archive:
         self._run_blocking = run_blocking
         self.retention: Retention | None = None
         self._dialect = store.engine.dialect if store is not None else None
-        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._locks: dict[str, list[Any]] = {}  # SOP Instance UID -> [lock, users]
+        self._locks_guard = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,14 +180,25 @@ class Archive:
         finally:
             temp.unlink(missing_ok=True)
 
-    def instance_lock(self, sop_instance_uid: str) -> threading.Lock:
-        """A lock the SCP holds from :meth:`receive` until the instance's transaction is done.
+    @contextmanager
+    def instance_lock(self, sop_instance_uid: str) -> Iterator[None]:
+        """Held by the SCP from :meth:`receive` until the instance's transaction is done.
 
-        Striped (one of :data:`LOCK_STRIPES`): copies of one SOP Instance never overlap; others
-        rarely wait for each other. In one process only (several nodes sharing one archive
-        folder are not serialised).
+        One lock per SOP Instance UID being stored (made on demand, dropped when unused): copies of
+        one instance never overlap, different instances never wait for each other. In one process
+        only (several nodes sharing one archive folder are not serialised).
         """
-        return self._locks[zlib.crc32(sop_instance_uid.encode()) % LOCK_STRIPES]
+        with self._locks_guard:
+            entry = self._locks.setdefault(sop_instance_uid, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._locks_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[sop_instance_uid]
 
     def sync(self, stored: StoredInstance) -> None:
         """Flush a file :meth:`receive` placed with ``defer_sync`` (its data, then its folder entry)."""
