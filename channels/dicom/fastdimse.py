@@ -42,21 +42,33 @@ def _lo(group: int, elem: int, text: str) -> bytes:
     return struct.pack("<HHI", group, elem, len(data)) + data
 
 
-def encode_store_response(primitive: C_STORE) -> bytes:
-    """The Implicit VR LE command set of a C-STORE-RSP, group length first, elements in tag order."""
+def encode_response(
+    *, command_field: int, sop_class_uid: Any, message_id: int, status: int, comment: str = "",
+    sop_instance_uid: Any = None,
+) -> bytes:  # fmt: skip
+    """The Implicit VR LE command set of a DIMSE-C response, group length first, elements in tag order."""
     body = b"".join(
         part
         for part in (
-            _ui(0x0000, 0x0002, primitive.AffectedSOPClassUID) if primitive.AffectedSOPClassUID else b"",
-            _US.pack(0x0000, 0x0100, 2, 0x8001),
-            _US.pack(0x0000, 0x0120, 2, primitive.MessageIDBeingRespondedTo),
+            _ui(0x0000, 0x0002, sop_class_uid) if sop_class_uid else b"",
+            _US.pack(0x0000, 0x0100, 2, command_field),
+            _US.pack(0x0000, 0x0120, 2, message_id),
             _US.pack(0x0000, 0x0800, 2, 0x0101),
-            _US.pack(0x0000, 0x0900, 2, primitive.Status),
-            _lo(0x0000, 0x0902, primitive.ErrorComment) if primitive.ErrorComment else b"",
-            _ui(0x0000, 0x1000, primitive.AffectedSOPInstanceUID) if primitive.AffectedSOPInstanceUID else b"",
+            _US.pack(0x0000, 0x0900, 2, status),
+            _lo(0x0000, 0x0902, comment) if comment else b"",
+            _ui(0x0000, 0x1000, sop_instance_uid) if sop_instance_uid else b"",
         )
     )
     return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def encode_store_response(primitive: C_STORE) -> bytes:
+    """The command set of the C-STORE-RSP *primitive* (byte for byte what pynetdicom encodes)."""
+    return encode_response(
+        command_field=0x8001, sop_class_uid=primitive.AffectedSOPClassUID,
+        message_id=primitive.MessageIDBeingRespondedTo, status=primitive.Status,
+        comment=primitive.ErrorComment or "", sop_instance_uid=primitive.AffectedSOPInstanceUID,
+    )  # fmt: skip
 
 
 def _plain_response(primitive: Any) -> bool:

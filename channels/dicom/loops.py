@@ -49,6 +49,7 @@ class WakingDUL(DULServiceProvider):
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
+        self.handed_over = False  # set when the storage fast path took the socket
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -111,6 +112,11 @@ class WakingDUL(DULServiceProvider):
                 activity = getattr(assoc, "_activity", None)
                 if activity is not None:
                     activity.set()
+                if self.state_machine.current_state == "Sta6" and getattr(assoc, "_native", None) is not None:
+                    # The A-ASSOCIATE-AC is sent and nothing after it read: the association thread
+                    # serves the socket from here (channels/dicom/native.py).
+                    self.handed_over = True
+                    return
         finally:
             activity = getattr(assoc, "_activity", None)
             if activity is not None:
@@ -149,10 +155,37 @@ class WakingAssociation(Association):
         self.dimse_timeout = self.ae.dimse_timeout
         self.network_timeout = self.ae.network_timeout
 
+    # pynetdicom points ``abort`` at one of these two, depending on where it is called from.
+    def _abort_blocking(self, block: bool = True) -> None:
+        if not self._abort_fast_path():
+            super()._abort_blocking(block)
+
+    def _abort_nonblocking(self, block: bool = False) -> None:
+        if not self._abort_fast_path():
+            super()._abort_nonblocking(block)
+
+    def _abort_fast_path(self) -> bool:
+        """On the storage fast path pynetdicom's DUL has stopped: the fast path aborts (True) instead."""
+        native = getattr(self, "_native", None)
+        if native is None or not getattr(self.dul, "handed_over", False):
+            return False
+        native.abort()
+        return True
+
     def _run_reactor(self) -> None:
         """pynetdicom's association loop, waiting on ``_activity`` instead of sleeping 1 ms."""
         from pynetdicom.association import LOGGER
 
+        native = getattr(self, "_native", None)
+        if native is not None:
+            # Storage fast path: wait for the DUL thread to hand over the socket after the A-ASSOCIATE-AC.
+            self.dul.join(timeout=self.acse_timeout or MAX_WAIT)
+            if getattr(self.dul, "handed_over", False):
+                from channels.dicom.native import serve
+
+                serve(self, native)
+            self.kill()
+            return
         self._is_paused = False
         while not self._kill:
             self._activity.wait(MAX_WAIT)

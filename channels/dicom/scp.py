@@ -20,11 +20,12 @@ from pynetdicom import AE, evt
 from pynetdicom.acse import ACSE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from channels.dicom import incoming, mpps, mwl, qr
+from channels.dicom import incoming, mpps, mwl, native, qr
 from channels.dicom.common import set_nodelay, ssl_server_context
 from channels.dicom.contexts import scp_contexts
 from channels.dicom.fastdimse import install_fast_decode
 from channels.dicom.loops import WakingAssociation, WakingRequestHandler
+from channels.dicom.native import NativeStorage
 from channels.dicom.storage import StorageHandler
 from channels.mllp.tls import TLSServerConfig
 from engine.components import BuildContext
@@ -67,6 +68,9 @@ class DicomSCPConfig(ComponentConfig):
     dimse_timeout: Duration = 60.0
     network_timeout: Duration = Field(60.0, description="close an association idle this long")
     storage: bool = Field(True, description="accept C-STORE of every storage SOP class, as received")
+    storage_fast_path: bool = Field(
+        True, description="serve associations that only store (and echo) without pynetdicom's DIMSE layer"
+    )
     query_retrieve: bool = Field(True, description="serve C-FIND, C-MOVE and C-GET from the archive")
     worklist: bool = Field(False, description="serve the Modality Worklist (C-FIND, RAD-5) from the RIS")
     mpps: bool = Field(False, description="accept MPPS N-CREATE/N-SET (RAD-6/7) for the RIS")
@@ -121,6 +125,13 @@ class AdmittingACSE(ACSE):
                 return
         super()._negotiate_as_acceptor()
 
+    def send_accept(self) -> None:
+        """Before the A-ASSOCIATE-AC goes out: decide whether the storage fast path serves the association."""
+        native = getattr(getattr(self.assoc, "_server", None), "native_storage", None)
+        if native is not None:
+            self.assoc._native = native(self.assoc)
+        super().send_accept()
+
 
 class AdmittingAssociation(WakingAssociation):
     """An acceptor association with the event-driven loops and the admission check."""
@@ -140,6 +151,7 @@ class RadbridgeServer(ThreadedAssociationServer):
     """The association server; ``admit`` is set by :class:`DicomSCP`."""
 
     admit: Any = None
+    native_storage: Any = None  # assoc -> NativeStorage or None (channels/dicom/native.py)
 
     def service_actions(self) -> None:
         """No forced ``gc.collect()`` every few requests (pynetdicom's default): it stalls every thread."""
@@ -157,6 +169,7 @@ class DicomSCP:
         self._thread: threading.Thread | None = None
         self._networks = [ipaddress.ip_network(n, strict=False) for n in config.allowed_networks]
         self._titles = set(config.allowed_ae_titles)
+        self._storage: StorageHandler | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self, sink: Any) -> None:
@@ -181,6 +194,8 @@ class DicomSCP:
             evt_handlers=self._handlers(sink, archive), request_handler=AdmittingRequestHandler,
         )  # fmt: skip
         server.admit = self._admit
+        if cfg.storage and cfg.storage_fast_path:
+            server.native_storage = self._native_storage
         ae._servers.append(server)
         self.ae, self.server = ae, server
         self._thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp-{self.channel}", daemon=True)
@@ -220,6 +235,15 @@ class DicomSCP:
                 assoc._radbridge_rejection = "rejected_address"
                 return REJECT_ADDRESS
         return None
+
+    def _native_storage(self, assoc: Any) -> NativeStorage | None:
+        """The fast path for an association that negotiated only storage (and Verification), else None."""
+        if not native.eligible(assoc):
+            return None
+        return NativeStorage(
+            assoc, self._storage, self.ctx.archive.incoming, channel=self.channel, metrics=self.metrics,
+            max_pdu=self.config.max_pdu,
+        )  # fmt: skip
 
     def _count_association(self, outcome: str) -> None:
         if self.metrics:
@@ -261,9 +285,8 @@ class DicomSCP:
             (evt.EVT_C_ECHO, echo),
         ]
         if cfg.storage:
-            handlers.append(
-                (evt.EVT_C_STORE, StorageHandler(archive, sink, self.ctx.reactor, self.channel, self.metrics))
-            )
+            self._storage = StorageHandler(archive, sink, self.ctx.reactor, self.channel, self.metrics)
+            handlers.append((evt.EVT_C_STORE, self._storage))
         if cfg.query_retrieve:
             handlers.extend(self._qr_handlers(archive))
         ris = self.ctx.ris
