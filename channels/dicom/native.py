@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import struct
 import threading
 from pathlib import Path
@@ -295,6 +296,14 @@ class NativeStorage:
         """Abort from another thread (the SCP stopping): A-ABORT (service user), then unblock the loop."""
         self._closing = True
         if self.sock is None:
+            return
+        if isinstance(self.sock, ssl.SSLSocket):
+            # An SSL connection must not be written while the association thread reads it: only
+            # shut the TCP connection down underneath (the peer sees it closed).
+            try:
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
             return
         self._send_abort(0x00, 0x00)
         try:

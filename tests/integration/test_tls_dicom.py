@@ -91,7 +91,10 @@ def test_scp_client_certificates(tmp_path: Path, pki: PKI, engine_factory) -> No
 
     assert metric(scrape(metrics_port), "radbridge_dicom_instances_stored_total", channel="required") == 1
     assert engine.running
+    held = ae.associate("127.0.0.1", required, ae_title="RADBRIDGE", tls_args=(pki.client_context(), "localhost"))
+    assert held.is_established  # a storage association (fast path) left open over TLS: stopping still ends it
     assert engine.terminate() == 0
+    wait_until(lambda: not held.is_established, 10, what="the held association to end")
     assert "TLS^PATIENT" not in engine.log()
 
 
