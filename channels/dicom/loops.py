@@ -17,6 +17,11 @@ are still checked. The loop bodies are otherwise pynetdicom 3.0's; :class:`Wakin
 is the stock request handler creating these classes (sharing the server's supported contexts
 instead of deep-copying them per association). TLS sockets with bytes already decrypted
 in the SSL buffer (``pending()``) are read without waiting.
+
+Storage fast path: when the association was given a ``_native`` server (``channels/dicom/native.py``)
+at negotiation, the DUL thread stops right after sending the A-ASSOCIATE-AC, before reading
+anything more, and the association thread serves the socket itself; ``abort`` then goes to the
+fast path.
 """
 
 from __future__ import annotations
