@@ -304,3 +304,20 @@ def test_stopping_the_engine_aborts_open_fast_path_associations(rig: Rig) -> Non
         assert expect_abort(sock, source=0x00) == 0x00
     assert time.monotonic() - started < 10
     assert not rig.engine.running
+
+
+def test_an_idle_association_is_aborted_after_the_network_timeout(
+    tmp_path: Path, engine_factory: Callable[..., EngineProcess]
+) -> None:
+    """Idle longer than ``network_timeout``: an A-ABORT from the service provider (as dcm4chee's idle timeout)."""
+    rig = start_rig(tmp_path, engine_factory, "      network_timeout: 1")
+    try:
+        with associate_raw(rig.port) as sock:
+            sock.settimeout(10)
+            started = time.monotonic()
+            assert expect_abort(sock) == 0x00
+            assert 0.8 < time.monotonic() - started < 8
+        text = scrape(rig.metrics_port)
+        assert metric(text, "radbridge_dicom_associations_total", channel="images", outcome="aborted") == 1
+    finally:
+        rig.engine.terminate()
