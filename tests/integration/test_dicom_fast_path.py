@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, _config, build_context
+from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, _config, build_context, evt
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 
+from channels.dicom.common import set_nodelay
 from channels.dicom.fastdimse import encode_response
 from channels.dicom.incoming import create_file_meta
 from tests.integration.dicom import dcmtk, dicom_config, make_study, metric, scrape
@@ -80,7 +81,8 @@ def send(port: int, files: list[Path], *contexts: str, max_pdu: int = 16384) -> 
     for uid in contexts or (CTImageStorage, Verification):
         ae.add_requested_context(uid, ExplicitVRLittleEndian)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADBRIDGE")
+    nodelay = [(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc.dul.socket.socket))]  # no Nagle stalls
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADBRIDGE", evt_handlers=nodelay)
     assert assoc.is_established
     try:
         return [int(assoc.send_c_store(f).Status) for f in files]
