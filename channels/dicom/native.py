@@ -47,6 +47,7 @@ _PDU_HEAD = struct.Struct(">BxI")
 _PDV_HEAD = struct.Struct(">IBB")
 RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 CHUNK = 1 << 20
+MAX_COMMAND = 1 << 16  # bytes: a C-STORE-RQ command set is ~200
 C_STORE_RQ, C_ECHO_RQ = 0x0001, 0x0030
 # A-ABORT reasons (PS3.8 9.3.8): source 2 = service provider
 UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x01, 0x02, 0x06
@@ -184,6 +185,8 @@ class NativeStorage:
             if control & 0x01:
                 if self._store is not None:
                     raise ProtocolError("a command fragment in the middle of a data set", UNEXPECTED_PDU)
+                if len(self._command) + size > MAX_COMMAND:
+                    raise ProtocolError("a command set larger than any DIMSE command", INVALID_PARAMETER)
                 self._command += self._read_exact(size)
                 if control & 0x02:
                     command, self._command = bytes(self._command), bytearray()

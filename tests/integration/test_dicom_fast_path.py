@@ -231,6 +231,7 @@ def dataset_bytes(path: Path) -> bytes:
         ("a data fragment without a command", [p_data(1, 0x02, b"\x08\x00\x10\x00")], 0x02),
         ("a PDV longer than its PDU", [b"\x04\x00\x00\x00\x00\x08" + struct.pack(">IBB", 100, 1, 3) + b"\0\0"], 0x06),
         ("a PDU over our maximum", [b"\x04\x00" + struct.pack(">I", 1 << 20)], 0x06),
+        ("a command set without end", [p_data(1, 0x01, b"\0" * 16000)] * 5, 0x06),
         ("a message on a context not accepted", [p_data(5, 0x03, command_set(CTImageStorage, sop_uid="1.2.3"))], 0x00),
         ("a command the association cannot carry", [p_data(3, 0x03, command_set(Verification, sop_uid="1.2.3"))], 0x00),
     ],
