@@ -164,6 +164,9 @@ _STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "
                          "UR", "UT"})  # fmt: skip
 _LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
 _ITEM = struct.Struct("<HHI")
+_TAG = struct.Struct("<HH")
+_LENGTH_2 = struct.Struct("<H")
+_LENGTH_4 = struct.Struct("<I")
 _US = struct.Struct("<HHIH")
 
 
@@ -193,12 +196,12 @@ def encode_row(row: Mapping[str, Any], *, implicit_vr: bool) -> bytes | None:
 def _encode(row: Mapping[str, Any], implicit: bool, codec: str) -> bytes:
     elements = []
     for keyword, value in row.items():
-        found = keyword_vr(keyword)
+        found = _element(keyword)
         if found is not None:
-            elements.append((found[0], found[1], value))
-    elements.sort(key=lambda e: e[0])
+            elements.append((found, value))
+    elements.sort(key=lambda e: e[0][0])
     out = []
-    for tag, vr, value in elements:
+    for (_tag, vr, tag_bytes, explicit_head), value in elements:
         if vr == "SQ":
             items = [_encode(item, implicit, codec) for item in value or ()]
             data = b"".join(_ITEM.pack(0xFFFE, 0xE000, len(item)) + item for item in items)
@@ -206,8 +209,28 @@ def _encode(row: Mapping[str, Any], implicit: bool, codec: str) -> bytes:
             data = _text(vr, value, codec)
         else:
             raise _Unencodable(vr)
-        out.append(_header(tag, vr, len(data), implicit) + data)
+        # The element header (PS3.5 7.1): implicit VR, or explicit with a 4- or a 2-byte length.
+        if implicit:
+            out.append(tag_bytes + _LENGTH_4.pack(len(data)))
+        elif vr in _LONG_LENGTH_VRS:
+            out.append(explicit_head + b"\0\0" + _LENGTH_4.pack(len(data)))
+        elif len(data) > 0xFFFF:
+            raise _Unencodable(vr)
+        else:
+            out.append(explicit_head + _LENGTH_2.pack(len(data)))
+        out.append(data)
     return b"".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _element(keyword: str) -> tuple[int, str, bytes, bytes] | None:
+    """(tag, VR, the tag's bytes, tag and VR bytes) of *keyword*, or None: looked up once per keyword."""
+    found = keyword_vr(keyword)
+    if found is None:
+        return None
+    tag, vr = found
+    tag_bytes = _TAG.pack(tag >> 16, tag & 0xFFFF)
+    return tag, vr, tag_bytes, tag_bytes + vr.encode("ascii")
 
 
 def _text(vr: str, value: Any, codec: str) -> bytes:
@@ -219,17 +242,6 @@ def _text(vr: str, value: Any, codec: str) -> bytes:
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
     return data
-
-
-def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
-    group, elem = tag >> 16, tag & 0xFFFF
-    if implicit:
-        return _ITEM.pack(group, elem, length)
-    if vr in _LONG_LENGTH_VRS:
-        return struct.pack("<HH2s2xI", group, elem, vr.encode(), length)
-    if length > 0xFFFF:
-        raise _Unencodable(vr)
-    return struct.pack("<HH2sH", group, elem, vr.encode(), length)
 
 
 def install_fast_encode() -> None:

@@ -229,6 +229,7 @@ ROWS = [
                                          "ScheduledProcedureStepStartTime": "0815", "ScheduledProtocolCodeSequence": []}]},
     {"SpecificCharacterSet": "ISO_IR 192", "PatientName": "Müller^Jürgen=山田^太郎", "PatientWeight": 72.5,
      "RequestedProcedureCodeSequence": [{"CodeValue": "X1", "CodeMeaning": "Tête"}, {}], "PatientComments": "a\\b"},
+    {"RetrieveURL": "https://pacs/wado", "TextValue": "x" * 70_000, "PatientID": ""},
 ]  # fmt: skip
 
 
@@ -249,6 +250,9 @@ def test_unencodable_rows_fall_back_to_pydicom() -> None:
 
     assert mwl.encode_row({"NumberOfFrames": "1", "Rows": 512}, implicit_vr=True) is None
     assert mwl.encode_row({"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Ä"}, implicit_vr=True) is None
+    # A value too long for a 2-byte length: explicit VR leaves it to pydicom, implicit VR encodes it.
+    assert mwl.encode_row({"PatientComments": "y" * 65_537}, implicit_vr=False) is None
+    assert mwl.encode_row({"PatientComments": "y" * 65_537}, implicit_vr=True) is not None
     mwl.install_fast_encode()
     row = mwl.RowIdentifier({"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Ä"})
     assert (
