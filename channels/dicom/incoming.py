@@ -123,6 +123,12 @@ def discard_partial(assoc: Any) -> bool:
     part = getattr(message, "_data_set_file", None)
     if part is None:
         return False
+    remove(part)
+    return True
+
+
+def remove(part: Any) -> None:
+    """Close and delete a received file that will not be archived (missing already is fine)."""
     try:
         part.close()
     finally:
@@ -130,4 +136,3 @@ def discard_partial(assoc: Any) -> bool:
             os.unlink(part.name)
         except OSError:
             pass
-    return True

@@ -25,7 +25,6 @@ Everything else (query/retrieve, worklist, MPPS, mixed associations) stays on py
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import struct
@@ -35,6 +34,7 @@ from typing import Any
 
 from pynetdicom import evt
 
+from channels.dicom import incoming
 from channels.dicom.common import STORAGE_SOP_CLASSES
 from channels.dicom.fastdimse import decode_store_request, encode_response
 from channels.dicom.incoming import IncomingFile, create_file_meta
@@ -48,7 +48,7 @@ _PDV_HEAD = struct.Struct(">IBB")
 RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 CHUNK = 1 << 20
 MAX_COMMAND = 1 << 16  # bytes: a C-STORE-RQ command set is ~200
-C_STORE_RQ, C_ECHO_RQ = 0x0001, 0x0030
+C_ECHO_RQ = 0x0030
 # A-ABORT reasons (PS3.8 9.3.8): source 2 = service provider
 UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x01, 0x02, 0x06
 
@@ -98,10 +98,10 @@ def _command_field(data: bytes) -> tuple[int | None, dict[int, bytes]]:
 class NativeStorage:
     """Serves one established storage association on its (blocking) socket."""
 
-    def __init__(self, assoc: Any, handler: Any, incoming: Path, *, channel: str, metrics: Any, max_pdu: int) -> None:
+    def __init__(self, assoc: Any, handler: Any, folder: Path, *, channel: str, metrics: Any, max_pdu: int) -> None:
         self.assoc = assoc
         self.handler = handler
-        self.incoming = str(incoming)
+        self.folder = str(folder)
         self.channel = channel
         self.metrics = metrics
         self.max_pdu = max_pdu
@@ -117,10 +117,9 @@ class NativeStorage:
         """Serve until release, abort or loss of the connection; how it ended."""
         self.sock = sock
         sock.settimeout(self.assoc.network_timeout)
-        reader = sock.makefile("rb", buffering=256 * 1024)
-        self._reader = reader
+        reader = self._reader = sock.makefile("rb", buffering=256 * 1024)
         try:
-            return self._serve(reader)
+            return self._serve()
         except ProtocolError as exc:
             log.warning("channel %s: aborting a storage association: %s", self.channel, exc)
             self._send_abort(0x02, exc.reason)
@@ -137,10 +136,10 @@ class NativeStorage:
             except OSError:
                 pass
 
-    def _serve(self, reader: Any) -> str:
+    def _serve(self) -> str:
         read = self._read_exact
         while True:
-            head = reader.read(6)
+            head = self._reader.read(6)
             if not head:
                 if self._closing:
                     return "aborted"
@@ -210,13 +209,12 @@ class NativeStorage:
         cx = self._contexts.get(context_id)
         if cx is None:
             raise ProtocolError(f"a message on presentation context {context_id}, which was not accepted")
-        field, elements = _command_field(command)
-        if field == C_STORE_RQ and cx.abstract_syntax in _STORAGE:
-            request = decode_store_request(command)
-            if request is None or getattr(request, "CommandDataSetType", 0x0000) == 0x0101:
-                raise ProtocolError("a C-STORE-RQ that cannot be read")
+        request = decode_store_request(command) if cx.abstract_syntax in _STORAGE else None
+        if request is not None:
+            if getattr(request, "CommandDataSetType", 0x0000) == 0x0101:
+                raise ProtocolError("a C-STORE-RQ without a data set")
             ts = str(cx.transfer_syntax[0])
-            file = IncomingFile(self.incoming)
+            file = IncomingFile(self.folder)
             try:
                 file.write(b"\x00" * 128 + b"DICM")
                 file.write(
@@ -227,11 +225,12 @@ class NativeStorage:
                     )
                 )
             except BaseException:
-                file.close()
-                os.unlink(file.name)
+                incoming.remove(file)
                 raise
             self._store = (file, context_id, request, ts)
-        elif field == C_ECHO_RQ and cx.abstract_syntax == VERIFICATION:
+            return
+        field, elements = _command_field(command)  # not a plain C-STORE-RQ: a C-ECHO-RQ, or refused
+        if field == C_ECHO_RQ and cx.abstract_syntax == VERIFICATION:
             message_id = elements.get(0x00000110, b"")
             if len(message_id) != 2:
                 raise ProtocolError("a C-ECHO-RQ without a Message ID")
@@ -317,13 +316,8 @@ class NativeStorage:
     def _discard_partial(self) -> None:
         if self._store is None:
             return
-        file = self._store[0]
+        incoming.remove(self._store[0])
         self._store = None
-        file.close()
-        try:
-            os.unlink(file.name)
-        except OSError:
-            pass
         log.warning("channel %s: association ended mid-dataset; the partial file was deleted", self.channel)
         if self.metrics:
             self.metrics.instance_failed(self.channel, "incomplete")
