@@ -17,6 +17,24 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # Debian's dcmtk leaves Nagle on otherwise
 
 
+def scu_associate(port: int, contexts: tuple[str, ...], *, aet: str = "PYSCU", max_pdu: int = 16384) -> Any:
+    """An established pynetdicom association with the engine (contexts in Explicit VR LE, as the files are),
+    with TCP_NODELAY set (pynetdicom leaves Nagle on: each small PDU would wait ~40 ms)."""
+    from pynetdicom import AE, evt
+
+    from channels.dicom.common import set_nodelay
+
+    ae = AE(aet)
+    ae.maximum_pdu_size = max_pdu
+    for uid in contexts:
+        ae.add_requested_context(uid, ExplicitVRLittleEndian)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    nodelay = [(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc.dul.socket.socket))]
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADBRIDGE", evt_handlers=nodelay)
+    assert assoc.is_established
+    return assoc
+
+
 def make_study(folder: Path, n: int, *, series: int = 2, patient_id: str = "P1", patient_name: str = "DOE^JANE",
                accession: str = "ACC1", study_date: str = "20240315", modality: str = "CT") -> list[Path]:  # fmt: skip
     """*n* CT_small instances of one new study spread over *series* series; returns the file paths."""

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import _config
 from pynetdicom.sop_class import CTImageStorage
 
-from channels.dicom.common import set_nodelay
-from tests.integration.dicom import dicom_config, make_study
+from tests.integration.dicom import dicom_config, make_study, scu_associate
 from tests.integration.helpers import EngineProcess, free_port, run_cli, wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,12 +23,7 @@ TOTAL, KILL_AFTER = 200, 60
 
 def send_all(port: int, files: list[Path], answered: list[tuple[str, int]]) -> None:
     """C-STORE *files* in order over one association, appending (SOP Instance UID, status) for each answer."""
-    ae = AE("CRASHSCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    nodelay = [(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc.dul.socket.socket))]  # no Nagle stalls
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADBRIDGE", evt_handlers=nodelay)
-    assert assoc.is_established
+    assoc = scu_associate(port, (CTImageStorage,), aet="CRASHSCU")
     try:
         for path in files:
             status = assoc.send_c_store(path)

@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, _config, build_context, evt
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, _config, build_context
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind, Verification
 
-from channels.dicom.common import set_nodelay
 from channels.dicom.fastdimse import encode_response
 from channels.dicom.incoming import create_file_meta
-from tests.integration.dicom import dcmtk, dicom_config, make_study, metric, scrape
+from tests.integration.dicom import dcmtk, dicom_config, make_study, metric, scrape, scu_associate
 from tests.integration.helpers import EngineProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -76,14 +75,7 @@ def rig(tmp_path: Path, engine_factory: Callable[..., EngineProcess]) -> Iterato
 
 def send(port: int, files: list[Path], *contexts: str, max_pdu: int = 16384) -> list[int]:
     """C-STORE each file as it is over one pynetdicom association; the statuses."""
-    ae = AE("PYSCU")
-    ae.maximum_pdu_size = max_pdu
-    for uid in contexts or (CTImageStorage, Verification):
-        ae.add_requested_context(uid, ExplicitVRLittleEndian)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    nodelay = [(evt.EVT_CONN_OPEN, lambda event: set_nodelay(event.assoc.dul.socket.socket))]  # no Nagle stalls
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADBRIDGE", evt_handlers=nodelay)
-    assert assoc.is_established
+    assoc = scu_associate(port, contexts or (CTImageStorage, Verification), max_pdu=max_pdu)
     try:
         return [int(assoc.send_c_store(f).Status) for f in files]
     finally:
